@@ -1,0 +1,14 @@
+//! The domain type of one log entry.
+
+use crate::ids::{MessageId, Order};
+
+/// One entry of the replicated log, identical on every node that holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Position in the one total order the master assigned.
+    pub order: Order,
+    /// Identity used for deduplication of client retries.
+    pub message_id: MessageId,
+    /// The client's payload.
+    pub content: String,
+}

@@ -1,0 +1,59 @@
+//! The log store each node keeps its entries in.
+//!
+//! Every node's log sits behind [`LogStore`], so the in-memory store can be swapped for a
+//! disk-backed one without touching the replication pipeline. Appends come from one writer at a
+//! time and are batched by the caller, so a durable store can sync once per batch.
+
+mod memory;
+
+pub use memory::MemoryLog;
+
+use crate::entry::Entry;
+use crate::ids::Order;
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An append did not continue the log at `last_order + 1`.
+    #[error("append out of order: the log ends at {last}, got entry {got}")]
+    OutOfOrder {
+        /// Where the log ends.
+        last: Order,
+        /// The order that was offered.
+        got: Order,
+    },
+    /// The disk said no.
+    #[error("storage I/O failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// A stored record could not be read back.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+/// An append-only log of entries numbered 1, 2, 3, ... without gaps.
+pub trait LogStore: Send + Sync + 'static {
+    /// Appends `entries`, which must continue the log in order. When it returns `Ok`, the
+    /// entries are as durable as this store makes them.
+    fn append(&self, entries: &[Entry]) -> Result<(), StoreError>;
+
+    /// The order of the last entry, or [`Order::ZERO`] for an empty log.
+    fn last_order(&self) -> Order;
+
+    /// Up to `limit` entries starting at `from` (inclusive), in order.
+    fn read(&self, from: Order, limit: usize) -> Result<Vec<Entry>, StoreError>;
+}
+
+/// Checks that `entries` continue a log ending at `last`.
+pub(crate) fn check_continues(last: Order, entries: &[Entry]) -> Result<(), StoreError> {
+    let mut expected = last.next();
+    for entry in entries {
+        if entry.order != expected {
+            return Err(StoreError::OutOfOrder {
+                last: Order(expected.get() - 1),
+                got: entry.order,
+            });
+        }
+        expected = expected.next();
+    }
+    Ok(())
+}

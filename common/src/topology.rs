@@ -1,0 +1,90 @@
+//! Broker names and queue settings, all derived from one namespace so that several clusters (and
+//! parallel tests) share a broker and read well in the management UI.
+
+use crate::ids::NodeId;
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+
+/// The kind of RabbitMQ queue that holds each secondary's entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum QueueType {
+    /// Raft-replicated queue; redelivers a requeued message after later ones.
+    Quorum,
+    /// The classic durable queue.
+    Classic,
+}
+
+impl QueueType {
+    /// The declare arguments for this queue type. Deliberately no `x-max-length`, no
+    /// `x-message-ttl` and no `x-delivery-limit`: nothing may ever drop an entry.
+    pub fn arguments(self) -> FieldTable {
+        let mut args = FieldTable::default();
+        let kind = match self {
+            QueueType::Quorum => "quorum",
+            QueueType::Classic => "classic",
+        };
+        args.insert(
+            ShortString::from("x-queue-type"),
+            AMQPValue::LongString(kind.into()),
+        );
+        args
+    }
+}
+
+/// The names of one cluster's exchange and queues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    /// The prefix of every name.
+    namespace: String,
+}
+
+impl Topology {
+    /// Names for the cluster called `namespace`.
+    pub fn new(namespace: impl Into<String>) -> Topology {
+        Topology {
+            namespace: namespace.into(),
+        }
+    }
+
+    /// The namespace itself.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The fanout exchange the master publishes sequenced entries to.
+    pub fn entries_exchange(&self) -> String {
+        format!("{}.entries", self.namespace)
+    }
+
+    /// The durable queue holding entries for one secondary.
+    pub fn secondary_queue(&self, id: &NodeId) -> String {
+        format!("{}.secondary.{}", self.namespace, id)
+    }
+
+    /// The durable queue secondaries publish their cumulative acks to.
+    pub fn acks_queue(&self) -> String {
+        format!("{}.acks", self.namespace)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_the_namespace() {
+        let topology = Topology::new("replog");
+        let s1 = NodeId::parse("s1").unwrap();
+        assert_eq!(topology.entries_exchange(), "replog.entries");
+        assert_eq!(topology.secondary_queue(&s1), "replog.secondary.s1");
+        assert_eq!(topology.acks_queue(), "replog.acks");
+    }
+
+    #[test]
+    fn queue_arguments_never_limit_the_queue() {
+        for kind in [QueueType::Quorum, QueueType::Classic] {
+            let args = kind.arguments();
+            let keys: Vec<String> = args.inner().keys().map(|k| k.to_string()).collect();
+            assert_eq!(keys, vec!["x-queue-type".to_string()]);
+        }
+    }
+}
