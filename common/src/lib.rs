@@ -10,11 +10,13 @@
 //! - [`topology`]: broker names (exchange, queues) derived from a namespace, and queue types.
 //! - [`amqp`]: connection pooling, reconnect backoff and topology declaration over lapin.
 //! - [`config`]: command-line flags both binaries share.
+//! - [`http`]: the JSON error shape and `GET /messages` paging both nodes serve.
 //! - [`telemetry`] and [`shutdown`]: tracing set up once, and one stop signal for every task.
 
 pub mod amqp;
 pub mod config;
 pub mod entry;
+pub mod http;
 pub mod ids;
 pub mod rules;
 pub mod shutdown;

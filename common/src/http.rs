@@ -1,0 +1,118 @@
+//! HTTP pieces both nodes serve the same way: the JSON error body and `GET /messages` paging.
+
+use crate::ids::Order;
+use crate::store::{LogStore, StoreError};
+use crate::wire::MessagesPage;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+
+/// The most entries one `GET /messages` page returns when the client asks for more.
+pub const MAX_PAGE: usize = 10_000;
+
+/// Builds the one error shape every endpoint uses: `{"error": "..."}`.
+pub fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+/// The raw query of `GET /messages`, validated by [`PageRequest::parse`] so that bad numbers
+/// get our error shape rather than the framework's.
+#[derive(Debug, Default, Deserialize)]
+pub struct PageQuery {
+    /// First order to return, inclusive.
+    pub from: Option<String>,
+    /// Most entries to return.
+    pub limit: Option<String>,
+}
+
+/// A validated page request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    /// First order to return, inclusive.
+    pub from: Order,
+    /// Most entries to return.
+    pub limit: usize,
+}
+
+impl PageRequest {
+    /// Validates `from` (an integer >= 1, default 1) and `limit` (an integer >= 1, default and
+    /// maximum: everything; see [`MAX_PAGE`] for an explicit limit).
+    pub fn parse(query: &PageQuery) -> Result<PageRequest, String> {
+        let from = match query.from.as_deref() {
+            None => Order(1),
+            Some(raw) => raw
+                .parse::<u64>()
+                .ok()
+                .filter(|&from| from >= 1)
+                .map(Order)
+                .ok_or_else(|| {
+                    format!("`from` must be an integer of at least 1 (an order), got {raw:?}")
+                })?,
+        };
+        let limit = match query.limit.as_deref() {
+            None => usize::MAX,
+            Some(raw) => raw
+                .parse::<usize>()
+                .ok()
+                .filter(|&limit| limit >= 1)
+                .map(|limit| limit.min(MAX_PAGE))
+                .ok_or_else(|| {
+                    format!("`limit` must be an integer from 1 to {MAX_PAGE}, got {raw:?}")
+                })?,
+        };
+        Ok(PageRequest { from, limit })
+    }
+
+    /// Reads the page from a store.
+    pub fn read(&self, store: &dyn LogStore) -> Result<MessagesPage, StoreError> {
+        Ok(MessagesPage::from_entries(
+            &store.read(self.from, self.limit)?,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(from: Option<&str>, limit: Option<&str>) -> PageQuery {
+        PageQuery {
+            from: from.map(Into::into),
+            limit: limit.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_whole_log() {
+        assert_eq!(
+            PageRequest::parse(&query(None, None)).unwrap(),
+            PageRequest {
+                from: Order(1),
+                limit: usize::MAX
+            }
+        );
+    }
+
+    #[test]
+    fn limits_are_clamped_and_bad_numbers_rejected() {
+        assert_eq!(
+            PageRequest::parse(&query(Some("5"), Some("99999")))
+                .unwrap()
+                .limit,
+            MAX_PAGE
+        );
+        for (from, limit) in [
+            (Some("0"), None),
+            (Some("-1"), None),
+            (Some("x"), None),
+            (None, Some("0")),
+            (None, Some("1.5")),
+        ] {
+            assert!(
+                PageRequest::parse(&query(from, limit)).is_err(),
+                "{from:?} {limit:?}"
+            );
+        }
+    }
+}

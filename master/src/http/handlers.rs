@@ -1,0 +1,88 @@
+//! Request handlers: thin adapters from HTTP to the writer, the replication tracker and the store.
+
+use super::{ApiError, AppState};
+use crate::replication::WaitFailed;
+use crate::write_request::WriteRequest;
+use crate::writer::Appended;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use replog_common::http::{PageQuery, PageRequest};
+use replog_common::wire::MessagesPage;
+use serde_json::json;
+
+/// `POST /messages`: append (or find) the entry, then wait for its write concern.
+pub async fn post_message(
+    State(app): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|rejection| ApiError::from_body_rejection(rejection, app.max_body_bytes))?;
+    let write = WriteRequest::parse(&body, app.limits).map_err(|invalid| ApiError::BadRequest(invalid.0))?;
+    let appended = app.writer.append(write.message_id, write.content).await?;
+    let entry = appended.entry();
+    let acks = app.replication.wait_for(entry.order, write.w, write.timeout).await.map_err(|failed| match failed {
+        WaitFailed::TimedOut { acks } => ApiError::WriteConcernTimeout {
+            message_id: entry.message_id.clone(),
+            order: entry.order,
+            acks,
+            w: write.w,
+            timeout_ms: write.timeout.unwrap_or_default().as_millis(),
+        },
+        WaitFailed::ShuttingDown { acks } => {
+            ApiError::ShuttingDown { entry: Some((entry.message_id.clone(), entry.order, acks)) }
+        }
+    })?;
+    let (status, duplicate) = match appended {
+        Appended::New(_) => (StatusCode::CREATED, false),
+        Appended::Existing(_) => (StatusCode::OK, true),
+    };
+    tracing::info!(order = %entry.order, message_id = %entry.message_id, w = write.w, acks, duplicate, "write acknowledged");
+    let body = json!({
+        "message_id": entry.message_id,
+        "order": entry.order,
+        "content": entry.content,
+        "w": write.w,
+        "acks": acks,
+        "duplicate": duplicate,
+    });
+    Ok((status, Json(body)).into_response())
+}
+
+/// `GET /messages[?from=&limit=]`: the log in order.
+pub async fn list_messages(
+    State(app): State<AppState>,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<MessagesPage>, ApiError> {
+    let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+    let page = PageRequest::parse(&query).map_err(ApiError::BadRequest)?;
+    let store = app.store.clone();
+    let messages = tokio::task::spawn_blocking(move || page.read(store.as_ref()))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(messages))
+}
+
+/// `GET /health`: role, log end and each secondary's acknowledged position.
+pub async fn health(State(app): State<AppState>) -> Json<serde_json::Value> {
+    let secondaries: Vec<_> = app
+        .replication
+        .positions()
+        .into_iter()
+        .map(|(id, acked)| json!({ "id": id, "acked": acked }))
+        .collect();
+    Json(json!({
+        "status": "ok",
+        "role": "master",
+        "last_order": app.store.last_order(),
+        "secondaries": secondaries,
+    }))
+}
+
+/// Any other path.
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound
+}

@@ -1,0 +1,41 @@
+//! The master's HTTP API: `POST /messages`, `GET /messages`, `GET /health`.
+
+mod error;
+mod handlers;
+
+pub use error::ApiError;
+
+use crate::replication::Replication;
+use crate::write_request::WriteLimits;
+use crate::writer::LogWriter;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use axum::Router;
+use replog_common::store::LogStore;
+use std::sync::Arc;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// Appends writes.
+    pub writer: LogWriter,
+    /// Waits for write concerns.
+    pub replication: Replication,
+    /// Serves reads.
+    pub store: Arc<dyn LogStore>,
+    /// What a write is checked against.
+    pub limits: WriteLimits,
+    /// `--max-body-bytes`, for the 413 message.
+    pub max_body_bytes: usize,
+}
+
+/// The router with every route and the body limit.
+pub fn router(state: AppState) -> Router {
+    let max_body_bytes = state.max_body_bytes;
+    Router::new()
+        .route("/messages", get(handlers::list_messages).post(handlers::post_message))
+        .route("/health", get(handlers::health))
+        .fallback(handlers::not_found)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}

@@ -1,0 +1,20 @@
+//! The replog master.
+//!
+//! Module map:
+//! - [`config`]: flags and their checks.
+//! - [`write_request`]: a validated `POST /messages` body.
+//! - [`writer`]: the single thread that numbers, deduplicates and stores entries.
+//! - [`publisher`]: publishes stored entries with confirms, republishing what is not confirmed.
+//! - [`ack_consumer`]: reads secondaries' acks from the broker.
+//! - [`replication`]: write-concern waiting around the pure tracker in `replog_common::rules`.
+//! - [`http`]: routes, handlers and the one error type.
+//! - [`startup`]: builds the application and runs it until stopped.
+
+pub mod ack_consumer;
+pub mod config;
+pub mod http;
+pub mod publisher;
+pub mod replication;
+pub mod startup;
+pub mod write_request;
+pub mod writer;

@@ -1,0 +1,123 @@
+//! Building and running the master: bind, spawn the writer, publisher and ack consumer, serve
+//! HTTP until the stop signal, then wind everything down in order.
+
+use crate::ack_consumer;
+use crate::config::MasterConfig;
+use crate::http::{self, AppState};
+use crate::publisher::{Publisher, PublisherSettings};
+use crate::replication::Replication;
+use crate::write_request::WriteLimits;
+use crate::writer::LogWriter;
+use replog_common::amqp::{AmqpUrl, Broker};
+use replog_common::rules::dedup::DedupIndex;
+use replog_common::store::{LogStore, MemoryLog};
+use replog_common::Order;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Why the master could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A flag is wrong.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The broker settings are wrong.
+    #[error(transparent)]
+    Amqp(#[from] replog_common::amqp::AmqpError),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A master that is bound and running its background tasks.
+pub struct Application {
+    /// The bound HTTP listener.
+    listener: TcpListener,
+    /// The HTTP routes and their state.
+    router: axum::Router,
+    /// Cancelled on SIGINT/SIGTERM or a fatal error.
+    stop: CancellationToken,
+    /// Background tasks to wait for at shutdown.
+    tasks: TaskTracker,
+    /// The writer thread, joined last so every accepted write is stored.
+    writer_thread: std::thread::JoinHandle<()>,
+}
+
+impl Application {
+    /// Binds the listener and starts the writer, publisher and ack consumer.
+    pub async fn build(config: MasterConfig, stop: CancellationToken) -> Result<Application, StartError> {
+        let default_w = config.validate()?;
+        let url = AmqpUrl::parse(&config.broker.amqp_url)?;
+        let topology = config.broker.topology();
+        let broker = Broker::new(url, format!("replog master ({})", topology.namespace()))?;
+        tracing::info!(
+            broker = %broker.url(),
+            namespace = %topology.namespace(),
+            secondaries = ?config.secondaries.iter().map(|id| id.as_str()).collect::<Vec<_>>(),
+            default_w,
+            queue_type = ?config.broker.queue_type,
+            dedup = ?config.dedup,
+            "starting master"
+        );
+
+        let store: Arc<dyn LogStore> = Arc::new(MemoryLog::new());
+        let dedup = DedupIndex::new(config.dedup);
+        let (publish_tx, publish_rx) = mpsc::unbounded_channel();
+        let (writer, writer_thread) = LogWriter::spawn(store.clone(), dedup, publish_tx, stop.clone());
+        let replication = Replication::new(config.secondaries.clone(), stop.clone());
+
+        let tasks = TaskTracker::new();
+        let (confirmed, _) = watch::channel(Order::ZERO);
+        let settings = PublisherSettings {
+            topology: topology.clone(),
+            secondaries: config.secondaries.clone(),
+            queue_type: config.broker.queue_type,
+            confirm_timeout: Duration::from_millis(config.confirm_timeout_ms),
+        };
+        let publisher = Publisher::new(broker.clone(), settings, publish_rx, Vec::new(), confirmed);
+        tasks.spawn(publisher.run(stop.clone()));
+        tasks.spawn(ack_consumer::run(broker, topology, replication.clone(), stop.clone()));
+
+        let state = AppState {
+            writer,
+            replication,
+            store,
+            limits: WriteLimits { max_w: config.max_w(), default_w, default_timeout: config.wc_timeout() },
+            max_body_bytes: config.max_body_bytes,
+        };
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        Ok(Application { listener, router: http::router(state), stop, tasks, writer_thread })
+    }
+
+    /// The address the HTTP API is bound to (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    /// Serves until the stop token is cancelled, then stops the HTTP server, drains the
+    /// publisher and stops the writer.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let stop = self.stop.clone();
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        // The router (and with it every handle to the writer) is gone: the writer thread ends
+        // once it has stored what it took, and the publisher drains.
+        self.tasks.close();
+        self.tasks.wait().await;
+        let _ = tokio::task::spawn_blocking(move || self.writer_thread.join()).await;
+        served
+    }
+}

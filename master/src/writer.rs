@@ -1,0 +1,237 @@
+//! The log writer: the one place that numbers entries.
+//!
+//! Writes arrive from many HTTP handlers at once; a single writer thread takes them in batches,
+//! deduplicates them, gives each new one the next order, appends the batch to the store in one
+//! call (one sync for a durable store) and only then hands the batch to the publisher and answers
+//! the handlers. One thread means one total order with no lock held across I/O.
+
+use replog_common::rules::dedup::DedupIndex;
+use replog_common::store::{LogStore, StoreError};
+use replog_common::{Entry, MessageId, Order};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// How many queued writes the writer takes in one batch at most.
+const MAX_BATCH: usize = 1024;
+
+/// What became of a write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    /// A new entry was appended.
+    New(Entry),
+    /// The log already held this write (same message id, or same content with `--dedup content`).
+    Existing(Entry),
+}
+
+impl Appended {
+    /// The entry, new or existing.
+    pub fn entry(&self) -> &Entry {
+        match self {
+            Appended::New(entry) | Appended::Existing(entry) => entry,
+        }
+    }
+}
+
+/// Why a write could not be appended.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// The store failed; the master stops rather than run with a log it cannot write.
+    #[error("the log store failed: {0}")]
+    Storage(String),
+    /// The writer has stopped (the master is shutting down).
+    #[error("the master is shutting down")]
+    Stopped,
+}
+
+/// One write waiting for the writer.
+struct AppendRequest {
+    /// The client's id, or `None` for a fresh UUID.
+    message_id: Option<MessageId>,
+    /// The payload.
+    content: String,
+    /// Where the outcome goes.
+    reply: oneshot::Sender<Result<Appended, AppendError>>,
+}
+
+/// A handle to send writes to the writer thread.
+#[derive(Clone)]
+pub struct LogWriter {
+    /// Bounded, so a flood of writes pushes back on HTTP instead of growing memory.
+    requests: mpsc::Sender<AppendRequest>,
+}
+
+impl LogWriter {
+    /// Starts the writer thread. New entries go to `publish` after they are stored; a store
+    /// failure cancels `fatal` so the node stops.
+    pub fn spawn(
+        store: Arc<dyn LogStore>,
+        dedup: DedupIndex,
+        publish: mpsc::UnboundedSender<Vec<Entry>>,
+        fatal: CancellationToken,
+    ) -> (LogWriter, std::thread::JoinHandle<()>) {
+        let (requests, inbox) = mpsc::channel(4 * MAX_BATCH);
+        let writer = Writer { store, dedup, publish, fatal };
+        let thread = std::thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(move || writer.run(inbox))
+            .expect("spawn the log writer thread");
+        (LogWriter { requests }, thread)
+    }
+
+    /// Appends a write, or finds the entry that already holds it.
+    pub async fn append(&self, message_id: Option<MessageId>, content: String) -> Result<Appended, AppendError> {
+        let (reply, outcome) = oneshot::channel();
+        self.requests
+            .send(AppendRequest { message_id, content, reply })
+            .await
+            .map_err(|_| AppendError::Stopped)?;
+        outcome.await.map_err(|_| AppendError::Stopped)?
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    /// The master's log.
+    store: Arc<dyn LogStore>,
+    /// Which writes the log already holds.
+    dedup: DedupIndex,
+    /// New entries, in order, for the publisher.
+    publish: mpsc::UnboundedSender<Vec<Entry>>,
+    /// Cancelled when the store fails.
+    fatal: CancellationToken,
+}
+
+/// What a request in a batch resolved to before the batch is stored.
+enum Resolved {
+    /// Index into the batch's new entries.
+    New(usize),
+    /// Already in the log at this order.
+    Existing(Order),
+}
+
+impl Writer {
+    fn run(mut self, mut inbox: mpsc::Receiver<AppendRequest>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while inbox.blocking_recv().map(|first| batch.push(first)).is_some() {
+            while batch.len() < MAX_BATCH {
+                match inbox.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            if let Err(error) = self.write_batch(&mut batch) {
+                tracing::error!(%error, "cannot write to the log; stopping the master");
+                for request in batch.drain(..) {
+                    let _ = request.reply.send(Err(AppendError::Storage(error.to_string())));
+                }
+                self.fatal.cancel();
+                return;
+            }
+        }
+        tracing::debug!("log writer stopped");
+    }
+
+    fn write_batch(&mut self, batch: &mut Vec<AppendRequest>) -> Result<(), StoreError> {
+        let mut next = self.store.last_order().next();
+        let mut fresh: Vec<Entry> = Vec::new();
+        let mut resolved = Vec::with_capacity(batch.len());
+        for request in batch.iter_mut() {
+            let message_id = request.message_id.take().unwrap_or_else(MessageId::random);
+            if let Some(order) = self.dedup.find(&message_id, &request.content) {
+                tracing::info!(%message_id, %order, "write already in the log; not appended again");
+                resolved.push(Resolved::Existing(order));
+                continue;
+            }
+            let entry = Entry { order: next, message_id, content: std::mem::take(&mut request.content) };
+            self.dedup.record(&entry);
+            next = next.next();
+            resolved.push(Resolved::New(fresh.len()));
+            fresh.push(entry);
+        }
+        if !fresh.is_empty() {
+            self.store.append(&fresh)?;
+            for entry in &fresh {
+                tracing::debug!(order = %entry.order, message_id = %entry.message_id, "entry sequenced and stored");
+            }
+            let _ = self.publish.send(fresh.clone());
+        }
+        for (request, resolved) in batch.drain(..).zip(resolved) {
+            let outcome = match resolved {
+                Resolved::New(index) => Ok(Appended::New(fresh[index].clone())),
+                Resolved::Existing(order) => self.existing(order, &fresh),
+            };
+            let _ = request.reply.send(outcome);
+        }
+        Ok(())
+    }
+
+    fn existing(&self, order: Order, fresh: &[Entry]) -> Result<Appended, AppendError> {
+        if let Some(entry) = fresh.iter().find(|entry| entry.order == order) {
+            return Ok(Appended::Existing(entry.clone()));
+        }
+        let entries = self.store.read(order, 1).map_err(|e| AppendError::Storage(e.to_string()))?;
+        let entry = entries.into_iter().next().ok_or_else(|| {
+            AppendError::Storage(format!("entry {order} is indexed but missing from the log"))
+        })?;
+        Ok(Appended::Existing(entry))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use replog_common::rules::dedup::DedupMode;
+    use replog_common::store::MemoryLog;
+
+    fn writer(mode: DedupMode) -> (LogWriter, Arc<MemoryLog>, mpsc::UnboundedReceiver<Vec<Entry>>) {
+        let store = Arc::new(MemoryLog::new());
+        let (publish, published) = mpsc::unbounded_channel();
+        let (writer, _thread) =
+            LogWriter::spawn(store.clone(), DedupIndex::new(mode), publish, CancellationToken::new());
+        (writer, store, published)
+    }
+
+    #[tokio::test]
+    async fn concurrent_writes_get_distinct_contiguous_orders() {
+        let (writer, store, mut published) = writer(DedupMode::Id);
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let writer = writer.clone();
+                tokio::spawn(async move { writer.append(None, format!("m{i}")).await.unwrap() })
+            })
+            .collect();
+        let mut orders = Vec::new();
+        for task in tasks {
+            orders.push(task.await.unwrap().entry().order.get());
+        }
+        orders.sort_unstable();
+        assert_eq!(orders, (1..=200).collect::<Vec<_>>());
+        assert_eq!(store.last_order(), Order(200));
+        let mut seen = Vec::new();
+        while seen.len() < 200 {
+            seen.extend(published.recv().await.unwrap().iter().map(|e| e.order.get()));
+        }
+        assert_eq!(seen, (1..=200).collect::<Vec<_>>(), "published in log order");
+    }
+
+    #[tokio::test]
+    async fn a_retried_message_id_returns_the_original_entry() {
+        let (writer, store, _published) = writer(DedupMode::Id);
+        let id = MessageId::parse("client-1").unwrap();
+        let first = writer.append(Some(id.clone()), "a".into()).await.unwrap();
+        let again = writer.append(Some(id), "different".into()).await.unwrap();
+        assert!(matches!(first, Appended::New(_)));
+        assert_eq!(again, Appended::Existing(first.entry().clone()));
+        assert_eq!(store.last_order(), Order(1));
+    }
+
+    #[tokio::test]
+    async fn content_dedup_matches_equal_payloads() {
+        let (writer, store, _published) = writer(DedupMode::Content);
+        writer.append(None, "same".into()).await.unwrap();
+        let again = writer.append(None, "same".into()).await.unwrap();
+        assert!(matches!(again, Appended::Existing(ref e) if e.order == Order(1)));
+        assert_eq!(store.last_order(), Order(1));
+    }
+}
