@@ -29,6 +29,9 @@ pub enum AmqpError {
     /// No connection could be had from the pool.
     #[error("cannot connect to the broker: {0}")]
     Connect(String),
+    /// A publish was nacked or not confirmed in time.
+    #[error("publish not confirmed: {0}")]
+    Unconfirmed(String),
     /// The broker refused or dropped an operation.
     #[error(transparent)]
     Lapin(#[from] lapin::Error),

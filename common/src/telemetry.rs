@@ -12,5 +12,6 @@ pub fn init() {
         .with_env_filter(filter)
         .with_target(false)
         .with_ansi(ansi)
+        .with_writer(std::io::stderr)
         .try_init();
 }

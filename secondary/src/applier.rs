@@ -1,0 +1,145 @@
+//! The applier: the one task that turns deliveries into the secondary's log.
+//!
+//! It takes whatever entries are waiting, runs them through the hold-back buffer (dropping
+//! duplicates, holding back those beyond a gap), stores the newly contiguous run in one append,
+//! and only then settles each delivery with the broker. With `--fail-rate` some stored
+//! deliveries are nacked with requeue instead of acked, as if the node crashed after the write:
+//! the redelivery is dropped as a duplicate.
+
+use crate::incoming::{Incoming, Source};
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use rand::Rng;
+use replog_common::rules::holdback::{HoldBack, Offered};
+use replog_common::store::LogStore;
+use replog_common::{Entry, Order};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// Most entries taken in one batch.
+const MAX_BATCH: usize = 1024;
+
+/// How a delivery is settled after its batch is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settle {
+    /// Stored (or held back) now: ack, unless failure injection says otherwise.
+    Fresh,
+    /// Already held: ack and drop.
+    Duplicate,
+}
+
+/// The applier's state.
+pub struct Applier {
+    /// The secondary's log; holds exactly the applied prefix.
+    store: Arc<dyn LogStore>,
+    /// Shared with the catch-up task, which reads the gap.
+    holdback: Arc<Mutex<HoldBack>>,
+    /// The applied position, for the ack publisher and `/health`.
+    applied: watch::Sender<Order>,
+    /// Probability of nacking a stored delivery.
+    fail_rate: f64,
+    /// Cancelled if the store fails: a secondary that cannot write must stop.
+    fatal: CancellationToken,
+}
+
+impl Applier {
+    /// An applier over `store`, whose prefix `holdback` and `applied` already reflect.
+    pub fn new(
+        store: Arc<dyn LogStore>,
+        holdback: Arc<Mutex<HoldBack>>,
+        applied: watch::Sender<Order>,
+        fail_rate: f64,
+        fatal: CancellationToken,
+    ) -> Applier {
+        Applier {
+            store,
+            holdback,
+            applied,
+            fail_rate,
+            fatal,
+        }
+    }
+
+    /// Runs until every sender of `inbox` is gone, so nothing handed over is left unsettled.
+    pub async fn run(self, mut inbox: mpsc::Receiver<Incoming>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while inbox.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            if let Err(error) = self.apply(std::mem::take(&mut batch)).await {
+                tracing::error!(%error, "cannot store entries; stopping the secondary");
+                self.fatal.cancel();
+                // Keep draining without storing or acking, so senders never block; the broker
+                // redelivers everything unacked to the next run.
+                while inbox.recv().await.is_some() {}
+                return;
+            }
+        }
+        tracing::debug!("applier stopped");
+    }
+
+    async fn apply(&self, batch: Vec<Incoming>) -> Result<(), replog_common::store::StoreError> {
+        let mut ready: Vec<Entry> = Vec::new();
+        let mut settle = Vec::with_capacity(batch.len());
+        {
+            let mut holdback = self.holdback.lock().expect("hold-back lock poisoned");
+            for incoming in batch {
+                let order = incoming.entry.order;
+                let from_master = matches!(incoming.source, Source::Master);
+                if let Source::Queue {
+                    redelivered: true, ..
+                } = incoming.source
+                {
+                    tracing::debug!(%order, "entry redelivered by the broker");
+                }
+                let outcome = match holdback.offer(incoming.entry) {
+                    Offered::Ready(entries) => {
+                        ready.extend(entries);
+                        Settle::Fresh
+                    }
+                    Offered::HeldBack => {
+                        tracing::debug!(%order, applied = %holdback.applied(), "entry held back until the gap before it closes");
+                        Settle::Fresh
+                    }
+                    Offered::Duplicate => {
+                        tracing::debug!(%order, from_master, "dropped duplicate entry");
+                        Settle::Duplicate
+                    }
+                };
+                settle.push((incoming.source, order, outcome));
+            }
+        }
+        if !ready.is_empty() {
+            let store = self.store.clone();
+            let (first, last) = (ready[0].order, ready[ready.len() - 1].order);
+            tokio::task::spawn_blocking(move || store.append(&ready))
+                .await
+                .map_err(|e| {
+                    replog_common::store::StoreError::Corrupt(format!("store task failed: {e}"))
+                })??;
+            tracing::debug!(%first, %last, "entries stored and applied");
+            self.applied.send_replace(last);
+        }
+        for (source, order, outcome) in settle {
+            let Source::Queue { acker, .. } = source else {
+                continue;
+            };
+            let fail = outcome == Settle::Fresh
+                && self.fail_rate > 0.0
+                && rand::rng().random_bool(self.fail_rate);
+            let result = if fail {
+                tracing::info!(%order, "failure injection: nacking a stored entry for redelivery");
+                acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await
+            } else {
+                acker.ack(BasicAckOptions::default()).await
+            };
+            if let Err(error) = result {
+                tracing::warn!(%order, %error, "cannot settle the delivery; the broker will redeliver it");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,184 @@
+//! Catch-up: fetching from the master what this secondary's queue cannot provide.
+//!
+//! Two cases: at start (the node may have joined late, or lost its state, while its queue only
+//! holds what was published since), the secondary pages through the master's log from its own
+//! position once; afterwards, a gap in the hold-back buffer that stays open for `after` is
+//! fetched. Fetched entries go through the applier like deliveries, so whatever the queue also
+//! delivers is dropped as a duplicate.
+
+use crate::incoming::{Incoming, Source};
+use replog_common::amqp::Backoff;
+use replog_common::rules::holdback::HoldBack;
+use replog_common::wire::MessagesPage;
+use replog_common::{Entry, Order};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Entries asked for in one request.
+const PAGE: u64 = 1000;
+
+/// Why a fetch failed.
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    #[error("master unreachable: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("master answered {0}")]
+    Status(reqwest::StatusCode),
+    #[error("master sent a bad entry: {0}")]
+    Wire(#[from] replog_common::wire::WireError),
+}
+
+/// The catch-up task.
+pub struct CatchUp {
+    /// The master's base URL.
+    master_url: String,
+    /// HTTP client with a timeout.
+    client: reqwest::Client,
+    /// Where the gap is read from.
+    holdback: Arc<Mutex<HoldBack>>,
+    /// Where fetched entries go.
+    inbox: mpsc::Sender<Incoming>,
+    /// How long a gap may stay open before it is fetched.
+    after: Duration,
+}
+
+impl CatchUp {
+    /// A catch-up task against `master_url`.
+    pub fn new(
+        master_url: String,
+        holdback: Arc<Mutex<HoldBack>>,
+        inbox: mpsc::Sender<Incoming>,
+        after: Duration,
+    ) -> CatchUp {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("HTTP client builds");
+        CatchUp {
+            master_url: master_url.trim_end_matches('/').to_owned(),
+            client,
+            holdback,
+            inbox,
+            after,
+        }
+    }
+
+    fn applied(&self) -> Order {
+        self.holdback
+            .lock()
+            .expect("hold-back lock poisoned")
+            .applied()
+    }
+
+    fn gap(&self) -> Option<(Order, Order)> {
+        self.holdback.lock().expect("hold-back lock poisoned").gap()
+    }
+
+    /// Runs until `stop`.
+    pub async fn run(self, stop: CancellationToken) {
+        tokio::select! {
+            _ = self.initial_catch_up() => {}
+            _ = stop.cancelled() => return,
+        }
+        let mut ticker = tokio::time::interval((self.after / 2).max(Duration::from_millis(50)));
+        let mut open_gap: Option<(Order, tokio::time::Instant)> = None;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            let Some((first, last)) = self.gap() else {
+                open_gap = None;
+                continue;
+            };
+            match open_gap {
+                Some((start, since)) if start == first && since.elapsed() >= self.after => {
+                    tracing::info!(%first, %last, "gap did not close from the queue; fetching it from the master");
+                    if let Err(error) = self.fetch_range(first, last).await {
+                        tracing::warn!(%error, "catch-up fetch failed; will retry");
+                    }
+                    open_gap = None;
+                }
+                Some((start, _)) if start == first => {}
+                _ => open_gap = Some((first, tokio::time::Instant::now())),
+            }
+        }
+    }
+
+    /// Pages through the master's log from this node's position until it has seen the end.
+    async fn initial_catch_up(&self) {
+        let mut backoff = Backoff::new();
+        let mut from = self.applied().next();
+        let mut fetched = 0usize;
+        loop {
+            match self.fetch_page(from, PAGE).await {
+                Ok(page) => {
+                    let got = page.len() as u64;
+                    if let Some(last) = page.last() {
+                        from = last.order.next();
+                    }
+                    fetched += page.len();
+                    self.hand_over(page).await;
+                    if got < PAGE {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(%error, ?delay, "cannot reach the master for catch-up; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+        tracing::info!(fetched, "start-up catch-up from the master done");
+    }
+
+    async fn fetch_range(&self, first: Order, last: Order) -> Result<(), FetchError> {
+        let mut from = first;
+        while from <= last {
+            let page = self
+                .fetch_page(from, (last.get() - from.get() + 1).min(PAGE))
+                .await?;
+            let Some(end) = page.last().map(|entry| entry.order) else {
+                break;
+            };
+            tracing::info!(first = %from, last = %end, "fetched missing entries from the master");
+            from = end.next();
+            self.hand_over(page).await;
+        }
+        Ok(())
+    }
+
+    async fn fetch_page(&self, from: Order, limit: u64) -> Result<Vec<Entry>, FetchError> {
+        let url = format!("{}/messages?from={}&limit={}", self.master_url, from, limit);
+        let response = self.client.get(&url).send().await?;
+        if !response.status().is_success() {
+            return Err(FetchError::Status(response.status()));
+        }
+        let page: MessagesPage = response.json().await?;
+        let entries = page
+            .messages
+            .into_iter()
+            .map(Entry::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(entries)
+    }
+
+    async fn hand_over(&self, entries: Vec<Entry>) {
+        for entry in entries {
+            if self
+                .inbox
+                .send(Incoming {
+                    entry,
+                    source: Source::Master,
+                })
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! The secondary's flags, each with a `REPLOG_*` environment fallback.
+
+use clap::Parser;
+use replog_common::config::BrokerArgs;
+use replog_common::NodeId;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Flags of the `secondary` binary.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "secondary",
+    version,
+    about = "replog secondary: applies the master's entries in order, exactly once, and acks its position"
+)]
+pub struct SecondaryConfig {
+    /// This secondary's id; it must be one of the master's `--secondaries`.
+    #[arg(long, env = "REPLOG_ID")]
+    pub id: NodeId,
+
+    /// Address the HTTP API listens on. Port 0 picks a free port; the bound address is printed
+    /// on stdout as `listening on http://ADDR`.
+    #[arg(long, env = "REPLOG_LISTEN", default_value = "0.0.0.0:8001")]
+    pub listen: SocketAddr,
+
+    /// Broker connection and names.
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+
+    /// The master's HTTP API, used to fetch entries the queue cannot provide (catch-up).
+    #[arg(
+        long,
+        env = "REPLOG_MASTER_URL",
+        default_value = "http://127.0.0.1:8000"
+    )]
+    pub master_url: String,
+
+    /// Artificial latency: each entry becomes visible this many ms after it arrives (still in
+    /// order). Entries in flight are delayed side by side, so throughput is not capped.
+    #[arg(long, env = "REPLOG_DELAY_MS", default_value_t = 0)]
+    pub delay_ms: u64,
+
+    /// Failure injection: after storing an entry, nack it with requeue instead of acking it with
+    /// this probability (0.0 to 1.0, below 1), as if the node crashed right after the write.
+    #[arg(long, env = "REPLOG_FAIL_RATE", default_value_t = 0.0, value_parser = parse_fail_rate)]
+    pub fail_rate: f64,
+
+    /// How many unacknowledged deliveries the broker may push at once.
+    #[arg(long, env = "REPLOG_PREFETCH", default_value_t = 512)]
+    pub prefetch: u16,
+
+    /// How long a gap in the log may stay open before the missing entries are fetched from the
+    /// master.
+    #[arg(long, env = "REPLOG_CATCHUP_AFTER_MS", default_value_t = 1000)]
+    pub catchup_after_ms: u64,
+
+    /// How often the secondary repeats its position to the master, so a lost ack heals.
+    #[arg(long, env = "REPLOG_ACK_INTERVAL_MS", default_value_t = 1000)]
+    pub ack_interval_ms: u64,
+}
+
+fn parse_fail_rate(raw: &str) -> Result<f64, String> {
+    let rate: f64 = raw
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a number"))?;
+    if (0.0..1.0).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(
+            "the fail rate must be at least 0 and below 1 (at 1 nothing would ever be acked)"
+                .into(),
+        )
+    }
+}
+
+impl SecondaryConfig {
+    /// The artificial delay.
+    pub fn delay(&self) -> Duration {
+        Duration::from_millis(self.delay_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_is_required_and_checked() {
+        assert!(SecondaryConfig::try_parse_from(["secondary"]).is_err());
+        assert!(SecondaryConfig::try_parse_from(["secondary", "--id", "s.1"]).is_err());
+        let config = SecondaryConfig::try_parse_from(["secondary", "--id", "s1"]).unwrap();
+        assert_eq!(config.id.as_str(), "s1");
+        assert_eq!(config.fail_rate, 0.0);
+    }
+
+    #[test]
+    fn fail_rate_must_leave_room_to_succeed() {
+        for bad in ["1", "1.5", "-0.1", "x"] {
+            assert!(
+                SecondaryConfig::try_parse_from(["secondary", "--id", "s1", "--fail-rate", bad])
+                    .is_err(),
+                "{bad}"
+            );
+        }
+        let config =
+            SecondaryConfig::try_parse_from(["secondary", "--id", "s1", "--fail-rate", "0.3"])
+                .unwrap();
+        assert_eq!(config.fail_rate, 0.3);
+    }
+}

@@ -1,0 +1,151 @@
+//! Consuming this secondary's queue and handing entries to the applier.
+//!
+//! The queue is consumed exclusively (a second process with the same `--id` is refused rather
+//! than silently splitting the stream) with a bounded prefetch. With `--delay-ms`, each delivery
+//! waits in a task of its own, so entries in flight are delayed side by side.
+
+use crate::incoming::{Incoming, Source};
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Channel, Consumer};
+use replog_common::amqp::{self, AmqpError, Broker};
+use replog_common::topology::{QueueType, Topology};
+use replog_common::wire::EntryMessage;
+use replog_common::NodeId;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// How long a stopping secondary waits for the applier before closing its channel anyway.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the consumer needs.
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    /// Broker names.
+    pub topology: Topology,
+    /// This secondary.
+    pub id: NodeId,
+    /// Must match the master's.
+    pub queue_type: QueueType,
+    /// Unacked deliveries in flight.
+    pub prefetch: u16,
+    /// Artificial latency before an entry reaches the applier.
+    pub delay: Duration,
+}
+
+/// Consumes until `stop`; then cancels the consumer, lets the applier settle what it holds
+/// (`applier_done`), and closes the channel.
+pub async fn run(
+    broker: Broker,
+    settings: ConsumerSettings,
+    inbox: mpsc::Sender<Incoming>,
+    stop: CancellationToken,
+    applier_done: CancellationToken,
+) {
+    let queue = settings.topology.secondary_queue(&settings.id);
+    let mut last_channel = None;
+    'connect: loop {
+        let setup = settings.clone();
+        let Some((channel, mut consumer)) = broker
+            .open_channel_with_retry("consume entries", &stop, |channel| {
+                subscribe(channel, setup.clone())
+            })
+            .await
+        else {
+            break;
+        };
+        tracing::info!(%queue, prefetch = settings.prefetch, "consuming entries");
+        loop {
+            let delivery = tokio::select! {
+                delivery = consumer.next() => delivery,
+                _ = stop.cancelled() => {
+                    let _ = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await;
+                    last_channel = Some(channel);
+                    break 'connect;
+                }
+            };
+            let delivery = match delivery {
+                Some(Ok(delivery)) => delivery,
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "entry consumer failed; reconnecting");
+                    continue 'connect;
+                }
+                None => {
+                    tracing::warn!("entry consumer was cancelled by the broker; reconnecting");
+                    continue 'connect;
+                }
+            };
+            let entry = match EntryMessage::decode(&delivery.data) {
+                Ok(entry) => entry,
+                Err(error) => {
+                    tracing::error!(%error, "rejecting a message that is not a replog entry");
+                    let _ = delivery
+                        .acker
+                        .reject(BasicRejectOptions { requeue: false })
+                        .await;
+                    continue;
+                }
+            };
+            tracing::trace!(order = %entry.order, "entry delivered");
+            let incoming = Incoming {
+                entry,
+                source: Source::Queue {
+                    acker: delivery.acker,
+                    redelivered: delivery.redelivered,
+                },
+            };
+            if settings.delay.is_zero() {
+                let _ = inbox.send(incoming).await;
+            } else {
+                let inbox = inbox.clone();
+                let delay = settings.delay;
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = inbox.send(incoming).await;
+                });
+            }
+        }
+    }
+    drop(inbox);
+    if tokio::time::timeout(SETTLE_TIMEOUT, applier_done.cancelled())
+        .await
+        .is_err()
+    {
+        tracing::warn!("applier did not finish in time; unsettled deliveries will be redelivered");
+    }
+    if let Some(channel) = last_channel {
+        let _ = channel.close(200, "secondary stopping".into()).await;
+    }
+}
+
+async fn subscribe(
+    channel: Channel,
+    settings: ConsumerSettings,
+) -> Result<(Channel, Consumer), AmqpError> {
+    amqp::declare_secondary_queue(
+        &channel,
+        &settings.topology,
+        &settings.id,
+        settings.queue_type,
+    )
+    .await?;
+    channel
+        .basic_qos(settings.prefetch, BasicQosOptions::default())
+        .await?;
+    let consumer = channel
+        .basic_consume(
+            settings.topology.secondary_queue(&settings.id).into(),
+            format!("replog secondary {}", settings.id).into(),
+            BasicConsumeOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((channel, consumer))
+}

@@ -1,0 +1,95 @@
+//! The secondary's HTTP API: `GET /messages` (the applied prefix) and `GET /health`.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use replog_common::http::{error_response, PageQuery, PageRequest};
+use replog_common::rules::holdback::HoldBack;
+use replog_common::store::LogStore;
+use replog_common::wire::MessagesPage;
+use replog_common::NodeId;
+use serde_json::json;
+use std::sync::{Arc, Mutex};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// This secondary's id.
+    pub id: NodeId,
+    /// The applied prefix.
+    pub store: Arc<dyn LogStore>,
+    /// For the count of held-back entries in `/health`.
+    pub holdback: Arc<Mutex<HoldBack>>,
+}
+
+/// Every way a request to a secondary can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Bad paging parameters.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such route.
+    #[error("no such endpoint; try GET /messages or GET /health (writes go to the master)")]
+    NotFound,
+    /// The store failed.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let message = self.to_string();
+        match self {
+            ApiError::BadRequest(_) => error_response(StatusCode::BAD_REQUEST, message),
+            ApiError::NotFound => error_response(StatusCode::NOT_FOUND, message),
+            ApiError::Internal(detail) => {
+                tracing::error!(%detail, "request failed with an internal error");
+                error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error; see the secondary's log",
+                )
+            }
+        }
+    }
+}
+
+/// The router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/messages", get(list_messages))
+        .route("/health", get(health))
+        .fallback(|| async { ApiError::NotFound })
+        .with_state(state)
+}
+
+async fn list_messages(
+    State(app): State<AppState>,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<MessagesPage>, ApiError> {
+    let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+    let page = PageRequest::parse(&query).map_err(ApiError::BadRequest)?;
+    let store = app.store.clone();
+    let messages = tokio::task::spawn_blocking(move || page.read(store.as_ref()))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(messages))
+}
+
+async fn health(State(app): State<AppState>) -> Json<serde_json::Value> {
+    let held_back = app
+        .holdback
+        .lock()
+        .expect("hold-back lock poisoned")
+        .held_count();
+    Json(json!({
+        "status": "ok",
+        "role": "secondary",
+        "id": app.id,
+        "applied": app.store.last_order(),
+        "held_back": held_back,
+    }))
+}

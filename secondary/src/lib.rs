@@ -1,0 +1,20 @@
+//! A replog secondary.
+//!
+//! Module map:
+//! - [`config`]: flags.
+//! - [`incoming`]: an entry on its way in, with how to settle it.
+//! - [`consumer`]: consumes the secondary's queue (with the optional artificial delay).
+//! - [`applier`]: hold-back, dedup, store, then ack (or nack, with failure injection).
+//! - [`catchup`]: fetches from the master what the queue cannot provide.
+//! - [`ack_publisher`]: publishes the cumulative position to the master.
+//! - [`http`]: `GET /messages` and `GET /health`.
+//! - [`startup`]: wiring and ordered shutdown.
+
+pub mod ack_publisher;
+pub mod applier;
+pub mod catchup;
+pub mod config;
+pub mod consumer;
+pub mod http;
+pub mod incoming;
+pub mod startup;

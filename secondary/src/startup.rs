@@ -1,0 +1,163 @@
+//! Building and running a secondary, and stopping it in the right order: stop consuming, let
+//! the applier store and settle what it holds, confirm the last ack, then close.
+
+use crate::ack_publisher;
+use crate::applier::Applier;
+use crate::catchup::CatchUp;
+use crate::config::SecondaryConfig;
+use crate::consumer::{self, ConsumerSettings};
+use crate::http::{self, AppState};
+use replog_common::amqp::{AmqpUrl, Broker};
+use replog_common::rules::holdback::HoldBack;
+use replog_common::store::{LogStore, MemoryLog};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Entries waiting for the applier; bounds memory while the consumer outpaces the store.
+const INBOX_CAPACITY: usize = 4096;
+
+/// Why the secondary could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The broker settings are wrong.
+    #[error(transparent)]
+    Amqp(#[from] replog_common::amqp::AmqpError),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A secondary that is bound and running its background tasks.
+pub struct Application {
+    /// The bound HTTP listener.
+    listener: TcpListener,
+    /// Routes and state.
+    router: axum::Router,
+    /// Cancelled on SIGINT/SIGTERM or a fatal error.
+    stop: CancellationToken,
+    /// Background tasks to wait for at shutdown.
+    tasks: TaskTracker,
+}
+
+impl Application {
+    /// Binds the listener and starts the consumer, applier, catch-up and ack publisher.
+    pub async fn build(
+        config: SecondaryConfig,
+        stop: CancellationToken,
+    ) -> Result<Application, StartError> {
+        let url = AmqpUrl::parse(&config.broker.amqp_url)?;
+        let topology = config.broker.topology();
+        let broker = Broker::new(
+            url,
+            format!("replog secondary {} ({})", config.id, topology.namespace()),
+        )?;
+
+        let store: Arc<dyn LogStore> = Arc::new(MemoryLog::new());
+        let applied_at_start = store.last_order();
+        tracing::info!(
+            id = %config.id,
+            broker = %broker.url(),
+            namespace = %topology.namespace(),
+            master = %config.master_url,
+            applied = %applied_at_start,
+            delay_ms = config.delay_ms,
+            fail_rate = config.fail_rate,
+            queue_type = ?config.broker.queue_type,
+            "starting secondary"
+        );
+        let holdback = Arc::new(Mutex::new(HoldBack::new(applied_at_start)));
+        let (applied_tx, applied_rx) = watch::channel(applied_at_start);
+        let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
+        let applier_done = CancellationToken::new();
+        let tasks = TaskTracker::new();
+
+        let applier = Applier::new(
+            store.clone(),
+            holdback.clone(),
+            applied_tx,
+            config.fail_rate,
+            stop.clone(),
+        );
+        let done = applier_done.clone();
+        tasks.spawn(async move {
+            applier.run(inbox_rx).await;
+            done.cancel();
+        });
+        let settings = ConsumerSettings {
+            topology: topology.clone(),
+            id: config.id.clone(),
+            queue_type: config.broker.queue_type,
+            prefetch: config.prefetch,
+            delay: config.delay(),
+        };
+        tasks.spawn(consumer::run(
+            broker.clone(),
+            settings,
+            inbox_tx.clone(),
+            stop.clone(),
+            applier_done.clone(),
+        ));
+        let catch_up = CatchUp::new(
+            config.master_url.clone(),
+            holdback.clone(),
+            inbox_tx,
+            Duration::from_millis(config.catchup_after_ms),
+        );
+        tasks.spawn(catch_up.run(stop.clone()));
+        tasks.spawn(ack_publisher::run(
+            broker,
+            topology,
+            config.id.clone(),
+            applied_rx,
+            Duration::from_millis(config.ack_interval_ms),
+            applier_done,
+        ));
+
+        let state = AppState {
+            id: config.id,
+            store,
+            holdback,
+        };
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        Ok(Application {
+            listener,
+            router: http::router(state),
+            stop,
+            tasks,
+        })
+    }
+
+    /// The address the HTTP API is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// Serves until stopped, then waits for the background tasks to wind down.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let stop = self.stop.clone();
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        self.tasks.close();
+        self.tasks.wait().await;
+        served
+    }
+}
