@@ -17,12 +17,19 @@ use std::collections::HashSet;
 use tokio_util::sync::CancellationToken;
 
 /// Runs until `stop`, reconnecting whenever the broker goes away.
-pub async fn run(broker: Broker, topology: Topology, replication: Replication, stop: CancellationToken) {
+pub async fn run(
+    broker: Broker,
+    topology: Topology,
+    replication: Replication,
+    stop: CancellationToken,
+) {
     let mut unknown_reported = HashSet::new();
     loop {
         let consumer_topology = topology.clone();
         let Some((channel, mut consumer)) = broker
-            .open_channel_with_retry("consume acks", &stop, |channel| consume(channel, consumer_topology.clone()))
+            .open_channel_with_retry("consume acks", &stop, |channel| {
+                consume(channel, consumer_topology.clone())
+            })
             .await
         else {
             return;
@@ -61,14 +68,20 @@ pub async fn run(broker: Broker, topology: Topology, replication: Replication, s
     }
 }
 
-async fn consume(channel: Channel, topology: Topology) -> Result<(Channel, lapin::Consumer), AmqpError> {
+async fn consume(
+    channel: Channel,
+    topology: Topology,
+) -> Result<(Channel, lapin::Consumer), AmqpError> {
     amqp::declare_acks_queue(&channel, &topology).await?;
     channel.basic_qos(1024, BasicQosOptions::default()).await?;
     let consumer = channel
         .basic_consume(
             topology.acks_queue().into(),
             format!("{}.master", topology.namespace()).into(),
-            BasicConsumeOptions { no_ack: true, ..Default::default() },
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
             FieldTable::default(),
         )
         .await?;

@@ -9,7 +9,11 @@ use std::time::Duration;
 
 /// Flags of the `master` binary.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "master", version, about = "replog master: takes writes over HTTP, sequences them and replicates them through RabbitMQ")]
+#[command(
+    name = "master",
+    version,
+    about = "replog master: takes writes over HTTP, sequences them and replicates them through RabbitMQ"
+)]
 pub struct MasterConfig {
     /// Address the HTTP API listens on. Port 0 picks a free port; the bound address is printed
     /// on stdout as `listening on http://ADDR`.
@@ -22,7 +26,12 @@ pub struct MasterConfig {
 
     /// Ids of the secondaries, comma-separated. Their queues are declared at start, so entries
     /// wait for a secondary that is down or not started yet.
-    #[arg(long, env = "REPLOG_SECONDARIES", value_delimiter = ',', default_value = "s1,s2")]
+    #[arg(
+        long,
+        env = "REPLOG_SECONDARIES",
+        value_delimiter = ',',
+        default_value = "s1,s2"
+    )]
     pub secondaries: Vec<NodeId>,
 
     /// Write concern of a write that sets no `w` [default: all nodes, 1 + secondaries].
@@ -84,7 +93,11 @@ impl MasterConfig {
         match self.default_w {
             None => Ok(max),
             Some(w) if (1..=max).contains(&w) => Ok(w),
-            Some(got) => Err(ConfigError::DefaultW { max, secondaries: self.secondaries.len(), got }),
+            Some(got) => Err(ConfigError::DefaultW {
+                max,
+                secondaries: self.secondaries.len(),
+                got,
+            }),
         }
     }
 

@@ -40,7 +40,12 @@ pub struct PublisherSettings {
     pub confirm_timeout: Duration,
 }
 
-type ConfirmFuture = Pin<Box<dyn Future<Output = Result<Result<Confirmation, lapin::Error>, tokio::time::error::Elapsed>> + Send>>;
+type ConfirmFuture = Pin<
+    Box<
+        dyn Future<Output = Result<Result<Confirmation, lapin::Error>, tokio::time::error::Elapsed>>
+            + Send,
+    >,
+>;
 
 /// Why the current channel was given up.
 enum ChannelLost {
@@ -74,15 +79,24 @@ impl Publisher {
         unconfirmed: Vec<Entry>,
         confirmed: watch::Sender<Order>,
     ) -> Publisher {
-        Publisher { broker, settings, incoming, pending: unconfirmed.into(), confirmed }
+        Publisher {
+            broker,
+            settings,
+            incoming,
+            pending: unconfirmed.into(),
+            confirmed,
+        }
     }
 
     /// Declares everything the cluster needs and enables confirms on a fresh channel.
     async fn prepare(settings: &PublisherSettings, channel: Channel) -> Result<Channel, AmqpError> {
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
         amqp::declare_entries_exchange(&channel, &settings.topology).await?;
         for id in &settings.secondaries {
-            amqp::declare_secondary_queue(&channel, &settings.topology, id, settings.queue_type).await?;
+            amqp::declare_secondary_queue(&channel, &settings.topology, id, settings.queue_type)
+                .await?;
         }
         amqp::declare_acks_queue(&channel, &settings.topology).await?;
         Ok(channel)
@@ -94,7 +108,9 @@ impl Publisher {
             let settings = self.settings.clone();
             let Some(channel) = self
                 .broker
-                .open_channel_with_retry("publish entries", &stop, |channel| Self::prepare(&settings, channel))
+                .open_channel_with_retry("publish entries", &stop, |channel| {
+                    Self::prepare(&settings, channel)
+                })
                 .await
             else {
                 break;
@@ -116,7 +132,10 @@ impl Publisher {
             }
         }
         if !self.pending.is_empty() {
-            tracing::warn!(unconfirmed = self.pending.len(), "stopped with unconfirmed entries; they are in the log");
+            tracing::warn!(
+                unconfirmed = self.pending.len(),
+                "stopped with unconfirmed entries; they are in the log"
+            );
         }
     }
 
@@ -132,7 +151,9 @@ impl Publisher {
                         confirms.push_back(confirm);
                         published += 1;
                     }
-                    Err(error) => return ChannelLost::Republish(format!("publish failed: {error}")),
+                    Err(error) => {
+                        return ChannelLost::Republish(format!("publish failed: {error}"))
+                    }
                 }
             }
             if draining && confirms.is_empty() {
@@ -173,7 +194,11 @@ impl Publisher {
         }
     }
 
-    async fn publish(&self, channel: &Channel, entry: &Entry) -> Result<ConfirmFuture, lapin::Error> {
+    async fn publish(
+        &self,
+        channel: &Channel,
+        entry: &Entry,
+    ) -> Result<ConfirmFuture, lapin::Error> {
         let payload = EntryMessage::encode(entry);
         let properties = BasicProperties::default()
             .with_delivery_mode(2)
@@ -183,12 +208,18 @@ impl Publisher {
             .basic_publish(
                 self.settings.topology.entries_exchange().into(),
                 "".into(),
-                BasicPublishOptions { mandatory: true, ..Default::default() },
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
                 &payload,
                 properties,
             )
             .await?;
         tracing::trace!(order = %entry.order, "entry published");
-        Ok(Box::pin(tokio::time::timeout(self.settings.confirm_timeout, confirm)))
+        Ok(Box::pin(tokio::time::timeout(
+            self.settings.confirm_timeout,
+            confirm,
+        )))
     }
 }

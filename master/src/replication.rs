@@ -48,8 +48,14 @@ pub struct Replication {
 impl Replication {
     /// Tracks these secondaries.
     pub fn new(secondaries: Vec<NodeId>, stop: CancellationToken) -> Replication {
-        let state = State { tracker: WriteConcern::new(secondaries), wakers: HashMap::new() };
-        Replication { state: Arc::new(Mutex::new(state)), stop }
+        let state = State {
+            tracker: WriteConcern::new(secondaries),
+            wakers: HashMap::new(),
+        };
+        Replication {
+            state: Arc::new(Mutex::new(state)),
+            stop,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -69,7 +75,11 @@ impl Replication {
 
     /// Each configured secondary and its acknowledged position.
     pub fn positions(&self) -> Vec<(NodeId, Order)> {
-        self.lock().tracker.positions().map(|(id, order)| (id.clone(), order)).collect()
+        self.lock()
+            .tracker
+            .positions()
+            .map(|(id, order)| (id.clone(), order))
+            .collect()
     }
 
     /// How many nodes hold `order` now.
@@ -78,7 +88,12 @@ impl Replication {
     }
 
     /// Waits until `w` nodes hold entry `order`; returns how many do.
-    pub async fn wait_for(&self, order: Order, w: usize, timeout: Option<Duration>) -> Result<usize, WaitFailed> {
+    pub async fn wait_for(
+        &self,
+        order: Order,
+        w: usize,
+        timeout: Option<Duration>,
+    ) -> Result<usize, WaitFailed> {
         let (ticket, woken) = {
             let mut state = self.lock();
             match state.tracker.register(order, w) {
@@ -90,7 +105,11 @@ impl Replication {
                 }
             }
         };
-        let _guard = CancelOnDrop { replication: self, order, ticket };
+        let _guard = CancelOnDrop {
+            replication: self,
+            order,
+            ticket,
+        };
         let deadline = async {
             match timeout {
                 Some(timeout) => tokio::time::sleep(timeout).await,

@@ -55,7 +55,10 @@ pub struct Application {
 
 impl Application {
     /// Binds the listener and starts the writer, publisher and ack consumer.
-    pub async fn build(config: MasterConfig, stop: CancellationToken) -> Result<Application, StartError> {
+    pub async fn build(
+        config: MasterConfig,
+        stop: CancellationToken,
+    ) -> Result<Application, StartError> {
         let default_w = config.validate()?;
         let url = AmqpUrl::parse(&config.broker.amqp_url)?;
         let topology = config.broker.topology();
@@ -73,7 +76,8 @@ impl Application {
         let store: Arc<dyn LogStore> = Arc::new(MemoryLog::new());
         let dedup = DedupIndex::new(config.dedup);
         let (publish_tx, publish_rx) = mpsc::unbounded_channel();
-        let (writer, writer_thread) = LogWriter::spawn(store.clone(), dedup, publish_tx, stop.clone());
+        let (writer, writer_thread) =
+            LogWriter::spawn(store.clone(), dedup, publish_tx, stop.clone());
         let replication = Replication::new(config.secondaries.clone(), stop.clone());
 
         let tasks = TaskTracker::new();
@@ -86,24 +90,45 @@ impl Application {
         };
         let publisher = Publisher::new(broker.clone(), settings, publish_rx, Vec::new(), confirmed);
         tasks.spawn(publisher.run(stop.clone()));
-        tasks.spawn(ack_consumer::run(broker, topology, replication.clone(), stop.clone()));
+        tasks.spawn(ack_consumer::run(
+            broker,
+            topology,
+            replication.clone(),
+            stop.clone(),
+        ));
 
         let state = AppState {
             writer,
             replication,
             store,
-            limits: WriteLimits { max_w: config.max_w(), default_w, default_timeout: config.wc_timeout() },
+            limits: WriteLimits {
+                max_w: config.max_w(),
+                default_w,
+                default_timeout: config.wc_timeout(),
+            },
             max_body_bytes: config.max_body_bytes,
         };
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| StartError::Bind { addr: config.listen, source })?;
-        Ok(Application { listener, router: http::router(state), stop, tasks, writer_thread })
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        Ok(Application {
+            listener,
+            router: http::router(state),
+            stop,
+            tasks,
+            writer_thread,
+        })
     }
 
     /// The address the HTTP API is bound to (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     /// Serves until the stop token is cancelled, then stops the HTTP server, drains the

@@ -67,7 +67,9 @@ fn content(fields: &Map<String, Value>) -> Result<String, InvalidWrite> {
 }
 
 fn w(fields: &Map<String, Value>, limits: WriteLimits) -> Result<usize, InvalidWrite> {
-    let Some(value) = given(fields, "w") else { return Ok(limits.default_w) };
+    let Some(value) = given(fields, "w") else {
+        return Ok(limits.default_w);
+    };
     value
         .as_u64()
         .and_then(|w| usize::try_from(w).ok())
@@ -81,27 +83,44 @@ fn w(fields: &Map<String, Value>, limits: WriteLimits) -> Result<usize, InvalidW
 }
 
 fn message_id(fields: &Map<String, Value>) -> Result<Option<MessageId>, InvalidWrite> {
-    let Some(value) = given(fields, "message_id") else { return Ok(None) };
-    value.as_str().and_then(MessageId::parse).map(Some).ok_or_else(|| {
-        InvalidWrite(format!(
-            "`message_id` must be a non-empty string of at most {} bytes",
-            MessageId::MAX_LEN
-        ))
-    })
+    let Some(value) = given(fields, "message_id") else {
+        return Ok(None);
+    };
+    value
+        .as_str()
+        .and_then(MessageId::parse)
+        .map(Some)
+        .ok_or_else(|| {
+            InvalidWrite(format!(
+                "`message_id` must be a non-empty string of at most {} bytes",
+                MessageId::MAX_LEN
+            ))
+        })
 }
 
 fn timeout(fields: &Map<String, Value>) -> Result<Option<Duration>, InvalidWrite> {
-    let Some(value) = given(fields, "timeout_ms") else { return Ok(None) };
-    value.as_u64().map(|ms| Some(Duration::from_millis(ms))).ok_or_else(|| {
-        InvalidWrite(format!("`timeout_ms` must be a non-negative integer (milliseconds), got {value}"))
-    })
+    let Some(value) = given(fields, "timeout_ms") else {
+        return Ok(None);
+    };
+    value
+        .as_u64()
+        .map(|ms| Some(Duration::from_millis(ms)))
+        .ok_or_else(|| {
+            InvalidWrite(format!(
+                "`timeout_ms` must be a non-negative integer (milliseconds), got {value}"
+            ))
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const LIMITS: WriteLimits = WriteLimits { max_w: 3, default_w: 3, default_timeout: None };
+    const LIMITS: WriteLimits = WriteLimits {
+        max_w: 3,
+        default_w: 3,
+        default_timeout: None,
+    };
 
     fn parse(body: &str) -> Result<WriteRequest, InvalidWrite> {
         WriteRequest::parse(body.as_bytes(), LIMITS)
@@ -123,7 +142,8 @@ mod tests {
     #[test]
     fn every_field_is_read() {
         let write =
-            parse(r#"{"content":"x","w":2,"message_id":"abc","timeout_ms":1500,"extra":true}"#).unwrap();
+            parse(r#"{"content":"x","w":2,"message_id":"abc","timeout_ms":1500,"extra":true}"#)
+                .unwrap();
         assert_eq!(write.w, 2);
         assert_eq!(write.message_id.unwrap().as_str(), "abc");
         assert_eq!(write.timeout, Some(Duration::from_millis(1500)));
@@ -131,7 +151,10 @@ mod tests {
 
     #[test]
     fn the_server_timeout_applies_when_the_client_sets_none() {
-        let limits = WriteLimits { default_timeout: Some(Duration::from_secs(2)), ..LIMITS };
+        let limits = WriteLimits {
+            default_timeout: Some(Duration::from_secs(2)),
+            ..LIMITS
+        };
         let write = WriteRequest::parse(br#"{"content":"x"}"#, limits).unwrap();
         assert_eq!(write.timeout, Some(Duration::from_secs(2)));
         let write = WriteRequest::parse(br#"{"content":"x","timeout_ms":5}"#, limits).unwrap();
@@ -157,12 +180,29 @@ mod tests {
 
     #[test]
     fn w_must_be_an_integer_in_range() {
-        for bad in ["0", "4", "-1", "2.5", "2.0", "\"2\"", "true", "99999999999999999999"] {
+        for bad in [
+            "0",
+            "4",
+            "-1",
+            "2.5",
+            "2.0",
+            "\"2\"",
+            "true",
+            "99999999999999999999",
+        ] {
             let message = error(&format!(r#"{{"content":"x","w":{bad}}}"#));
-            assert!(message.contains("`w` must be an integer from 1 to 3"), "{bad}: {message}");
+            assert!(
+                message.contains("`w` must be an integer from 1 to 3"),
+                "{bad}: {message}"
+            );
         }
         for good in 1..=3 {
-            assert_eq!(parse(&format!(r#"{{"content":"x","w":{good}}}"#)).unwrap().w, good);
+            assert_eq!(
+                parse(&format!(r#"{{"content":"x","w":{good}}}"#))
+                    .unwrap()
+                    .w,
+                good
+            );
         }
     }
 
@@ -171,7 +211,9 @@ mod tests {
         assert!(error(r#"{"content":"x","message_id":""}"#).contains("`message_id`"));
         assert!(error(r#"{"content":"x","message_id":7}"#).contains("`message_id`"));
         let long = "m".repeat(257);
-        assert!(error(&format!(r#"{{"content":"x","message_id":"{long}"}}"#)).contains("`message_id`"));
+        assert!(
+            error(&format!(r#"{{"content":"x","message_id":"{long}"}}"#)).contains("`message_id`")
+        );
         assert!(error(r#"{"content":"x","timeout_ms":-1}"#).contains("`timeout_ms`"));
         assert!(error(r#"{"content":"x","timeout_ms":"5"}"#).contains("`timeout_ms`"));
         assert!(error(r#"{"content":"x","timeout_ms":1.5}"#).contains("`timeout_ms`"));

@@ -71,7 +71,12 @@ impl LogWriter {
         fatal: CancellationToken,
     ) -> (LogWriter, std::thread::JoinHandle<()>) {
         let (requests, inbox) = mpsc::channel(4 * MAX_BATCH);
-        let writer = Writer { store, dedup, publish, fatal };
+        let writer = Writer {
+            store,
+            dedup,
+            publish,
+            fatal,
+        };
         let thread = std::thread::Builder::new()
             .name("log-writer".into())
             .spawn(move || writer.run(inbox))
@@ -80,10 +85,18 @@ impl LogWriter {
     }
 
     /// Appends a write, or finds the entry that already holds it.
-    pub async fn append(&self, message_id: Option<MessageId>, content: String) -> Result<Appended, AppendError> {
+    pub async fn append(
+        &self,
+        message_id: Option<MessageId>,
+        content: String,
+    ) -> Result<Appended, AppendError> {
         let (reply, outcome) = oneshot::channel();
         self.requests
-            .send(AppendRequest { message_id, content, reply })
+            .send(AppendRequest {
+                message_id,
+                content,
+                reply,
+            })
             .await
             .map_err(|_| AppendError::Stopped)?;
         outcome.await.map_err(|_| AppendError::Stopped)?
@@ -113,7 +126,11 @@ enum Resolved {
 impl Writer {
     fn run(mut self, mut inbox: mpsc::Receiver<AppendRequest>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        while inbox.blocking_recv().map(|first| batch.push(first)).is_some() {
+        while inbox
+            .blocking_recv()
+            .map(|first| batch.push(first))
+            .is_some()
+        {
             while batch.len() < MAX_BATCH {
                 match inbox.try_recv() {
                     Ok(request) => batch.push(request),
@@ -123,7 +140,9 @@ impl Writer {
             if let Err(error) = self.write_batch(&mut batch) {
                 tracing::error!(%error, "cannot write to the log; stopping the master");
                 for request in batch.drain(..) {
-                    let _ = request.reply.send(Err(AppendError::Storage(error.to_string())));
+                    let _ = request
+                        .reply
+                        .send(Err(AppendError::Storage(error.to_string())));
                 }
                 self.fatal.cancel();
                 return;
@@ -143,7 +162,11 @@ impl Writer {
                 resolved.push(Resolved::Existing(order));
                 continue;
             }
-            let entry = Entry { order: next, message_id, content: std::mem::take(&mut request.content) };
+            let entry = Entry {
+                order: next,
+                message_id,
+                content: std::mem::take(&mut request.content),
+            };
             self.dedup.record(&entry);
             next = next.next();
             resolved.push(Resolved::New(fresh.len()));
@@ -170,7 +193,10 @@ impl Writer {
         if let Some(entry) = fresh.iter().find(|entry| entry.order == order) {
             return Ok(Appended::Existing(entry.clone()));
         }
-        let entries = self.store.read(order, 1).map_err(|e| AppendError::Storage(e.to_string()))?;
+        let entries = self
+            .store
+            .read(order, 1)
+            .map_err(|e| AppendError::Storage(e.to_string()))?;
         let entry = entries.into_iter().next().ok_or_else(|| {
             AppendError::Storage(format!("entry {order} is indexed but missing from the log"))
         })?;
@@ -184,11 +210,21 @@ mod tests {
     use replog_common::rules::dedup::DedupMode;
     use replog_common::store::MemoryLog;
 
-    fn writer(mode: DedupMode) -> (LogWriter, Arc<MemoryLog>, mpsc::UnboundedReceiver<Vec<Entry>>) {
+    fn writer(
+        mode: DedupMode,
+    ) -> (
+        LogWriter,
+        Arc<MemoryLog>,
+        mpsc::UnboundedReceiver<Vec<Entry>>,
+    ) {
         let store = Arc::new(MemoryLog::new());
         let (publish, published) = mpsc::unbounded_channel();
-        let (writer, _thread) =
-            LogWriter::spawn(store.clone(), DedupIndex::new(mode), publish, CancellationToken::new());
+        let (writer, _thread) = LogWriter::spawn(
+            store.clone(),
+            DedupIndex::new(mode),
+            publish,
+            CancellationToken::new(),
+        );
         (writer, store, published)
     }
 
@@ -210,9 +246,20 @@ mod tests {
         assert_eq!(store.last_order(), Order(200));
         let mut seen = Vec::new();
         while seen.len() < 200 {
-            seen.extend(published.recv().await.unwrap().iter().map(|e| e.order.get()));
+            seen.extend(
+                published
+                    .recv()
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|e| e.order.get()),
+            );
         }
-        assert_eq!(seen, (1..=200).collect::<Vec<_>>(), "published in log order");
+        assert_eq!(
+            seen,
+            (1..=200).collect::<Vec<_>>(),
+            "published in log order"
+        );
     }
 
     #[tokio::test]

@@ -74,8 +74,15 @@ impl IntoResponse for ApiError {
         match self {
             ApiError::BadRequest(_) => error_response(StatusCode::BAD_REQUEST, message),
             ApiError::NotFound => error_response(StatusCode::NOT_FOUND, message),
-            ApiError::PayloadTooLarge { .. } => error_response(StatusCode::PAYLOAD_TOO_LARGE, message),
-            ApiError::WriteConcernTimeout { message_id, order, acks, .. } => {
+            ApiError::PayloadTooLarge { .. } => {
+                error_response(StatusCode::PAYLOAD_TOO_LARGE, message)
+            }
+            ApiError::WriteConcernTimeout {
+                message_id,
+                order,
+                acks,
+                ..
+            } => {
                 tracing::info!(%message_id, %order, acks, "write concern timed out");
                 let body = serde_json::json!({
                     "error": message, "message_id": message_id, "order": order, "acks": acks,
@@ -93,7 +100,10 @@ impl IntoResponse for ApiError {
             }
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "request failed with an internal error");
-                error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the master's log")
+                error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error; see the master's log",
+                )
             }
         }
     }

@@ -19,22 +19,28 @@ pub async fn post_message(
     State(app): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|rejection| ApiError::from_body_rejection(rejection, app.max_body_bytes))?;
-    let write = WriteRequest::parse(&body, app.limits).map_err(|invalid| ApiError::BadRequest(invalid.0))?;
+    let body =
+        body.map_err(|rejection| ApiError::from_body_rejection(rejection, app.max_body_bytes))?;
+    let write = WriteRequest::parse(&body, app.limits)
+        .map_err(|invalid| ApiError::BadRequest(invalid.0))?;
     let appended = app.writer.append(write.message_id, write.content).await?;
     let entry = appended.entry();
-    let acks = app.replication.wait_for(entry.order, write.w, write.timeout).await.map_err(|failed| match failed {
-        WaitFailed::TimedOut { acks } => ApiError::WriteConcernTimeout {
-            message_id: entry.message_id.clone(),
-            order: entry.order,
-            acks,
-            w: write.w,
-            timeout_ms: write.timeout.unwrap_or_default().as_millis(),
-        },
-        WaitFailed::ShuttingDown { acks } => {
-            ApiError::ShuttingDown { entry: Some((entry.message_id.clone(), entry.order, acks)) }
-        }
-    })?;
+    let acks = app
+        .replication
+        .wait_for(entry.order, write.w, write.timeout)
+        .await
+        .map_err(|failed| match failed {
+            WaitFailed::TimedOut { acks } => ApiError::WriteConcernTimeout {
+                message_id: entry.message_id.clone(),
+                order: entry.order,
+                acks,
+                w: write.w,
+                timeout_ms: write.timeout.unwrap_or_default().as_millis(),
+            },
+            WaitFailed::ShuttingDown { acks } => ApiError::ShuttingDown {
+                entry: Some((entry.message_id.clone(), entry.order, acks)),
+            },
+        })?;
     let (status, duplicate) = match appended {
         Appended::New(_) => (StatusCode::CREATED, false),
         Appended::Existing(_) => (StatusCode::OK, true),

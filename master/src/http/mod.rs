@@ -33,7 +33,10 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let max_body_bytes = state.max_body_bytes;
     Router::new()
-        .route("/messages", get(handlers::list_messages).post(handlers::post_message))
+        .route(
+            "/messages",
+            get(handlers::list_messages).post(handlers::post_message),
+        )
         .route("/health", get(handlers::health))
         .fallback(handlers::not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
