@@ -1,28 +1,35 @@
-//! Publishing sequenced entries to the `<ns>.entries` fanout exchange.
+//! Publishing stored entries to the `<ns>.entries` fanout exchange.
 //!
 //! One task, one channel, publisher confirms on, pipelined: up to [`MAX_IN_FLIGHT`] publishes
-//! await their confirms at once, in log order. An entry leaves the pending queue only when the
-//! broker confirmed it. A nack, a confirm that does not come in time (a frozen broker never
-//! confirms), an unroutable return or a lost channel all lead to the same recovery: a fresh
-//! channel, the topology declared again, and every unconfirmed entry published again in order.
-//! Secondaries drop the duplicates this may create.
+//! await their confirms at once, in log order, with no round trip per entry. The publisher reads
+//! what to publish from the log store (the writer only announces how far the log is stored), so
+//! what it holds in memory is bounded by the pipeline, however long the broker is away.
+//!
+//! Everything up to `confirmed` is confirmed by the broker. A nack, a confirm that does not come
+//! in time (a frozen broker never confirms), an unroutable return or a lost channel all lead to
+//! the same recovery: a fresh channel, the topology declared again, and every entry after
+//! `confirmed` published again in order. Secondaries drop the duplicates this may create.
 
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation};
 use replog_common::amqp::{self, AmqpError, Broker};
+use replog_common::store::LogStore;
 use replog_common::topology::{QueueType, Topology};
 use replog_common::wire::EntryMessage;
 use replog_common::{Entry, NodeId, Order};
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// Publishes awaiting a confirm at once; bounds what a slow broker makes us hold.
 pub const MAX_IN_FLIGHT: usize = 4096;
+
+/// Entries read from the store at a time.
+const READ_BATCH: usize = 512;
 
 /// How long a stopping master waits for outstanding confirms.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -40,10 +47,15 @@ pub struct PublisherSettings {
     pub confirm_timeout: Duration,
 }
 
+/// The outcome of one publish: its order and the broker's confirm, or a timeout.
 type ConfirmFuture = Pin<
     Box<
-        dyn Future<Output = Result<Result<Confirmation, lapin::Error>, tokio::time::error::Elapsed>>
-            + Send,
+        dyn Future<
+                Output = (
+                    Order,
+                    Result<Result<Confirmation, lapin::Error>, tokio::time::error::Elapsed>,
+                ),
+            > + Send,
     >,
 >;
 
@@ -51,7 +63,7 @@ type ConfirmFuture = Pin<
 enum ChannelLost {
     /// The master is stopping.
     Stopped,
-    /// Republish everything unconfirmed on a fresh channel.
+    /// Publish everything unconfirmed again on a fresh channel.
     Republish(String),
 }
 
@@ -61,29 +73,29 @@ pub struct Publisher {
     broker: Broker,
     /// Cluster names and settings.
     settings: PublisherSettings,
-    /// New entries from the log writer, in order.
-    incoming: mpsc::UnboundedReceiver<Vec<Entry>>,
-    /// Entries not yet confirmed, in order; the first `published` went out on this channel.
-    pending: VecDeque<Entry>,
-    /// Every entry up to here is confirmed by the broker.
+    /// Where the entries are read from.
+    store: Arc<dyn LogStore>,
+    /// How far the log is stored, announced by the writer.
+    stored: watch::Receiver<Order>,
+    /// Everything up to here is confirmed by the broker; published for persistence and health.
     confirmed: watch::Sender<Order>,
 }
 
 impl Publisher {
-    /// A publisher that starts with `unconfirmed` (entries stored but not known to be
-    /// confirmed) and then takes new entries from `incoming`.
+    /// A publisher that starts after `confirmed` (everything after it, if stored, is published
+    /// again) and follows `stored`.
     pub fn new(
         broker: Broker,
         settings: PublisherSettings,
-        incoming: mpsc::UnboundedReceiver<Vec<Entry>>,
-        unconfirmed: Vec<Entry>,
+        store: Arc<dyn LogStore>,
+        stored: watch::Receiver<Order>,
         confirmed: watch::Sender<Order>,
     ) -> Publisher {
         Publisher {
             broker,
             settings,
-            incoming,
-            pending: unconfirmed.into(),
+            store,
+            stored,
             confirmed,
         }
     }
@@ -115,10 +127,12 @@ impl Publisher {
             else {
                 break;
             };
+            let confirmed = *self.confirmed.borrow();
             tracing::info!(
                 exchange = %self.settings.topology.entries_exchange(),
-                republishing = self.pending.len(),
-                "publisher ready"
+                %confirmed,
+                stored = %*self.stored.borrow(),
+                "publisher ready; publishing everything after the last confirmed entry"
             );
             match self.publish_on(&channel, &stop).await {
                 ChannelLost::Stopped => {
@@ -126,65 +140,75 @@ impl Publisher {
                     break;
                 }
                 ChannelLost::Republish(reason) => {
-                    tracing::warn!(%reason, unconfirmed = self.pending.len(), "publishing again on a fresh channel");
+                    tracing::warn!(%reason, confirmed = %*self.confirmed.borrow(), "publishing unconfirmed entries again on a fresh channel");
                     let _ = channel.close(200, "republishing".into()).await;
                 }
             }
         }
-        if !self.pending.is_empty() {
-            tracing::warn!(
-                unconfirmed = self.pending.len(),
-                "stopped with unconfirmed entries; they are in the log"
-            );
+        let (confirmed, stored) = (*self.confirmed.borrow(), *self.stored.borrow());
+        if confirmed < stored {
+            tracing::warn!(%confirmed, %stored, "stopped before the broker confirmed every entry; they are in the log and are published again at the next start");
         }
     }
 
     async fn publish_on(&mut self, channel: &Channel, stop: &CancellationToken) -> ChannelLost {
         let mut confirms: FuturesOrdered<ConfirmFuture> = FuturesOrdered::new();
-        let mut published = 0usize;
+        let mut next = self.confirmed.borrow().next();
         let mut draining = false;
         loop {
-            while published < self.pending.len() && confirms.len() < MAX_IN_FLIGHT && !draining {
-                let entry = &self.pending[published];
-                match self.publish(channel, entry).await {
-                    Ok(confirm) => {
-                        confirms.push_back(confirm);
-                        published += 1;
-                    }
+            let stored = *self.stored.borrow_and_update();
+            while !draining && next <= stored && confirms.len() < MAX_IN_FLIGHT {
+                let room = (MAX_IN_FLIGHT - confirms.len()).min(READ_BATCH);
+                let entries = match self.read(next, room).await {
+                    Ok(entries) if !entries.is_empty() => entries,
+                    Ok(_) => break,
                     Err(error) => {
-                        return ChannelLost::Republish(format!("publish failed: {error}"))
+                        tracing::error!(%error, %next, "cannot read entries to publish; retrying");
+                        break;
                     }
+                };
+                for entry in &entries {
+                    match self.publish(channel, entry).await {
+                        Ok(confirm) => confirms.push_back(confirm),
+                        Err(error) => {
+                            return ChannelLost::Republish(format!("publish failed: {error}"))
+                        }
+                    }
+                    next = entry.order.next();
                 }
             }
             if draining && confirms.is_empty() {
                 return ChannelLost::Stopped;
             }
             tokio::select! {
-                batch = self.incoming.recv(), if !draining => match batch {
-                    Some(batch) => self.pending.extend(batch),
-                    None => draining = true,
-                },
-                Some(outcome) = confirms.next(), if !confirms.is_empty() => {
-                    let order = self.pending.front().map(|entry| entry.order).unwrap_or_default();
-                    match outcome {
-                        Ok(Ok(Confirmation::Ack(None))) | Ok(Ok(Confirmation::NotRequested)) => {
-                            self.pending.pop_front();
-                            published -= 1;
-                            tracing::debug!(%order, "entry confirmed by the broker");
-                            self.confirmed.send_replace(order);
-                        }
-                        Ok(Ok(Confirmation::Ack(Some(_)))) => {
-                            return ChannelLost::Republish(format!("entry {order} was unroutable (a queue is missing); declaring again"));
-                        }
-                        Ok(Ok(Confirmation::Nack(_))) => {
-                            return ChannelLost::Republish(format!("the broker nacked entry {order}"));
-                        }
-                        Ok(Err(error)) => return ChannelLost::Republish(format!("confirm of entry {order} failed: {error}")),
-                        Err(_) => return ChannelLost::Republish(format!(
-                            "no confirm for entry {order} within {:?}", self.settings.confirm_timeout
-                        )),
+                changed = self.stored.changed(), if !draining => {
+                    if changed.is_err() {
+                        draining = true;
                     }
                 }
+                Some((order, outcome)) = confirms.next(), if !confirms.is_empty() => match outcome {
+                    Ok(Ok(Confirmation::Ack(None))) | Ok(Ok(Confirmation::NotRequested)) => {
+                        tracing::debug!(%order, "entry confirmed by the broker");
+                        self.confirmed.send_replace(order);
+                    }
+                    Ok(Ok(Confirmation::Ack(Some(_)))) => {
+                        return ChannelLost::Republish(format!(
+                            "entry {order} was unroutable (a queue is missing); declaring again"
+                        ));
+                    }
+                    Ok(Ok(Confirmation::Nack(_))) => {
+                        return ChannelLost::Republish(format!("the broker nacked entry {order}"));
+                    }
+                    Ok(Err(error)) => {
+                        return ChannelLost::Republish(format!("confirm of entry {order} failed: {error}"))
+                    }
+                    Err(_) => {
+                        return ChannelLost::Republish(format!(
+                            "no confirm for entry {order} within {:?}",
+                            self.settings.confirm_timeout
+                        ))
+                    }
+                },
                 _ = stop.cancelled(), if !draining => {
                     draining = true;
                     tracing::info!(in_flight = confirms.len(), "publisher draining outstanding confirms");
@@ -192,6 +216,14 @@ impl Publisher {
                 _ = tokio::time::sleep(DRAIN_TIMEOUT), if draining => return ChannelLost::Stopped,
             }
         }
+    }
+
+    async fn read(&self, from: Order, limit: usize) -> Result<Vec<Entry>, String> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.read(from, limit))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
     }
 
     async fn publish(
@@ -217,9 +249,10 @@ impl Publisher {
             )
             .await?;
         tracing::trace!(order = %entry.order, "entry published");
-        Ok(Box::pin(tokio::time::timeout(
-            self.settings.confirm_timeout,
-            confirm,
-        )))
+        let order = entry.order;
+        let timeout = self.settings.confirm_timeout;
+        Ok(Box::pin(async move {
+            (order, tokio::time::timeout(timeout, confirm).await)
+        }))
     }
 }

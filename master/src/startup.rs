@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -75,9 +75,9 @@ impl Application {
 
         let store: Arc<dyn LogStore> = Arc::new(MemoryLog::new());
         let dedup = DedupIndex::new(config.dedup);
-        let (publish_tx, publish_rx) = mpsc::unbounded_channel();
+        let (stored_tx, stored_rx) = watch::channel(store.last_order());
         let (writer, writer_thread) =
-            LogWriter::spawn(store.clone(), dedup, publish_tx, stop.clone());
+            LogWriter::spawn(store.clone(), dedup, stored_tx, stop.clone());
         let replication = Replication::new(config.secondaries.clone(), stop.clone());
 
         let tasks = TaskTracker::new();
@@ -88,7 +88,13 @@ impl Application {
             queue_type: config.broker.queue_type,
             confirm_timeout: Duration::from_millis(config.confirm_timeout_ms),
         };
-        let publisher = Publisher::new(broker.clone(), settings, publish_rx, Vec::new(), confirmed);
+        let publisher = Publisher::new(
+            broker.clone(),
+            settings,
+            store.clone(),
+            stored_rx,
+            confirmed,
+        );
         tasks.spawn(publisher.run(stop.clone()));
         tasks.spawn(ack_consumer::run(
             broker,

@@ -2,14 +2,14 @@
 //!
 //! Writes arrive from many HTTP handlers at once; a single writer thread takes them in batches,
 //! deduplicates them, gives each new one the next order, appends the batch to the store in one
-//! call (one sync for a durable store) and only then hands the batch to the publisher and answers
+//! call (one sync for a durable store) and only then tells the publisher and answers
 //! the handlers. One thread means one total order with no lock held across I/O.
 
 use replog_common::rules::dedup::DedupIndex;
 use replog_common::store::{LogStore, StoreError};
 use replog_common::{Entry, MessageId, Order};
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 /// How many queued writes the writer takes in one batch at most.
@@ -62,19 +62,19 @@ pub struct LogWriter {
 }
 
 impl LogWriter {
-    /// Starts the writer thread. New entries go to `publish` after they are stored; a store
-    /// failure cancels `fatal` so the node stops.
+    /// Starts the writer thread. After each stored batch the new end of the log goes to
+    /// `stored` (the publisher follows it); a store failure cancels `fatal` so the node stops.
     pub fn spawn(
         store: Arc<dyn LogStore>,
         dedup: DedupIndex,
-        publish: mpsc::UnboundedSender<Vec<Entry>>,
+        stored: watch::Sender<Order>,
         fatal: CancellationToken,
     ) -> (LogWriter, std::thread::JoinHandle<()>) {
         let (requests, inbox) = mpsc::channel(4 * MAX_BATCH);
         let writer = Writer {
             store,
             dedup,
-            publish,
+            stored,
             fatal,
         };
         let thread = std::thread::Builder::new()
@@ -109,8 +109,8 @@ struct Writer {
     store: Arc<dyn LogStore>,
     /// Which writes the log already holds.
     dedup: DedupIndex,
-    /// New entries, in order, for the publisher.
-    publish: mpsc::UnboundedSender<Vec<Entry>>,
+    /// The end of the stored log, for the publisher.
+    stored: watch::Sender<Order>,
     /// Cancelled when the store fails.
     fatal: CancellationToken,
 }
@@ -177,7 +177,7 @@ impl Writer {
             for entry in &fresh {
                 tracing::debug!(order = %entry.order, message_id = %entry.message_id, "entry sequenced and stored");
             }
-            let _ = self.publish.send(fresh.clone());
+            self.stored.send_replace(fresh[fresh.len() - 1].order);
         }
         for (request, resolved) in batch.drain(..).zip(resolved) {
             let outcome = match resolved {
@@ -210,27 +210,21 @@ mod tests {
     use replog_common::rules::dedup::DedupMode;
     use replog_common::store::MemoryLog;
 
-    fn writer(
-        mode: DedupMode,
-    ) -> (
-        LogWriter,
-        Arc<MemoryLog>,
-        mpsc::UnboundedReceiver<Vec<Entry>>,
-    ) {
+    fn writer(mode: DedupMode) -> (LogWriter, Arc<MemoryLog>, watch::Receiver<Order>) {
         let store = Arc::new(MemoryLog::new());
-        let (publish, published) = mpsc::unbounded_channel();
+        let (stored, stored_end) = watch::channel(Order::ZERO);
         let (writer, _thread) = LogWriter::spawn(
             store.clone(),
             DedupIndex::new(mode),
-            publish,
+            stored,
             CancellationToken::new(),
         );
-        (writer, store, published)
+        (writer, store, stored_end)
     }
 
     #[tokio::test]
     async fn concurrent_writes_get_distinct_contiguous_orders() {
-        let (writer, store, mut published) = writer(DedupMode::Id);
+        let (writer, store, stored_end) = writer(DedupMode::Id);
         let tasks: Vec<_> = (0..200)
             .map(|i| {
                 let writer = writer.clone();
@@ -244,27 +238,23 @@ mod tests {
         orders.sort_unstable();
         assert_eq!(orders, (1..=200).collect::<Vec<_>>());
         assert_eq!(store.last_order(), Order(200));
-        let mut seen = Vec::new();
-        while seen.len() < 200 {
-            seen.extend(
-                published
-                    .recv()
-                    .await
-                    .unwrap()
-                    .iter()
-                    .map(|e| e.order.get()),
-            );
-        }
         assert_eq!(
-            seen,
-            (1..=200).collect::<Vec<_>>(),
-            "published in log order"
+            *stored_end.borrow(),
+            Order(200),
+            "the publisher is told the end"
         );
+        let contents: std::collections::HashSet<String> = store
+            .read(Order(1), 500)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.content)
+            .collect();
+        assert_eq!(contents.len(), 200, "every write stored exactly once");
     }
 
     #[tokio::test]
     async fn a_retried_message_id_returns_the_original_entry() {
-        let (writer, store, _published) = writer(DedupMode::Id);
+        let (writer, store, _stored_end) = writer(DedupMode::Id);
         let id = MessageId::parse("client-1").unwrap();
         let first = writer.append(Some(id.clone()), "a".into()).await.unwrap();
         let again = writer.append(Some(id), "different".into()).await.unwrap();
@@ -275,7 +265,7 @@ mod tests {
 
     #[tokio::test]
     async fn content_dedup_matches_equal_payloads() {
-        let (writer, store, _published) = writer(DedupMode::Content);
+        let (writer, store, _stored_end) = writer(DedupMode::Content);
         writer.append(None, "same".into()).await.unwrap();
         let again = writer.append(None, "same".into()).await.unwrap();
         assert!(matches!(again, Appended::Existing(ref e) if e.order == Order(1)));

@@ -34,6 +34,9 @@ pub enum ApiError {
     /// No such route.
     #[error("no such endpoint; try GET /messages or GET /health (writes go to the master)")]
     NotFound,
+    /// Secondaries are read-only.
+    #[error("method not allowed; a secondary serves GET /messages and GET /health, writes go to the master")]
+    MethodNotAllowed,
     /// The store failed.
     #[error("internal error: {0}")]
     Internal(String),
@@ -45,6 +48,7 @@ impl IntoResponse for ApiError {
         match self {
             ApiError::BadRequest(_) => error_response(StatusCode::BAD_REQUEST, message),
             ApiError::NotFound => error_response(StatusCode::NOT_FOUND, message),
+            ApiError::MethodNotAllowed => error_response(StatusCode::METHOD_NOT_ALLOWED, message),
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "request failed with an internal error");
                 error_response(
@@ -62,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .route("/messages", get(list_messages))
         .route("/health", get(health))
         .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
 }
 

@@ -43,6 +43,9 @@ pub enum ApiError {
     /// No such route.
     #[error("no such endpoint; try POST /messages, GET /messages or GET /health")]
     NotFound,
+    /// A known path with the wrong method.
+    #[error("method not allowed; the API is POST /messages, GET /messages and GET /health")]
+    MethodNotAllowed,
     /// Something broke inside; the client sees no details.
     #[error("internal error: {0}")]
     Internal(String),
@@ -74,6 +77,7 @@ impl IntoResponse for ApiError {
         match self {
             ApiError::BadRequest(_) => error_response(StatusCode::BAD_REQUEST, message),
             ApiError::NotFound => error_response(StatusCode::NOT_FOUND, message),
+            ApiError::MethodNotAllowed => error_response(StatusCode::METHOD_NOT_ALLOWED, message),
             ApiError::PayloadTooLarge { .. } => {
                 error_response(StatusCode::PAYLOAD_TOO_LARGE, message)
             }

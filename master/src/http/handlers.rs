@@ -92,3 +92,8 @@ pub async fn health(State(app): State<AppState>) -> Json<serde_json::Value> {
 pub async fn not_found() -> ApiError {
     ApiError::NotFound
 }
+
+/// A known path with the wrong method.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

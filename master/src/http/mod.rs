@@ -39,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/health", get(handlers::health))
         .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
