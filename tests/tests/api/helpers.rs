@@ -19,7 +19,8 @@ use std::io::Write;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -148,6 +149,53 @@ struct NodeProcess {
     log: PathBuf,
     /// `None` once killed.
     child: Option<Child>,
+    /// Whatever it printed on stdout besides the `listening on` line.
+    stray: StrayStdout,
+}
+
+/// Lines a node printed on stdout besides its `listening on` line, which the contract forbids.
+#[derive(Clone, Default)]
+pub struct StrayStdout {
+    /// `(printed before the listening line?, line)`, the first few only.
+    lines: Arc<Mutex<Vec<(bool, String)>>>,
+    /// Set once the listening line was read.
+    listening: Arc<AtomicBool>,
+}
+
+impl StrayStdout {
+    /// Enough to show what went wrong.
+    const KEEP: usize = 5;
+
+    fn record(&self, log: &Path, line: &str) {
+        let before = !self.listening.load(Ordering::SeqCst);
+        let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        if lines.len() < Self::KEEP {
+            lines.push((before, line.to_owned()));
+        }
+        drop(lines);
+        // Copied into the log, where a human reading it will look.
+        if let Ok(mut file) = OpenOptions::new().append(true).open(log) {
+            let _ = writeln!(file, "[stdout] {line}");
+        }
+    }
+
+    fn mark_listening(&self) {
+        self.listening.store(true, Ordering::SeqCst);
+    }
+
+    /// The first stray lines, each marked with whether it came before the listening line.
+    pub fn lines(&self) -> Vec<(bool, String)> {
+        self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// The base URL in a `listening on http://127.0.0.1:PORT` line.
+fn listening_url(line: &str) -> Option<String> {
+    let url = line.strip_prefix("listening on ")?;
+    let port = url.strip_prefix("http://127.0.0.1:")?;
+    port.parse::<u16>()
+        .is_ok_and(|port| port != 0)
+        .then(|| url.to_owned())
 }
 
 impl NodeProcess {
@@ -187,45 +235,46 @@ impl NodeProcess {
             .unwrap_or_else(|error| panic!("cannot start {name} ({}): {error}", binary.display()));
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut lines = BufReader::new(stdout).lines();
-        let first = tokio::time::timeout(STARTUP_DEADLINE, lines.next_line()).await;
-        let line = match first {
-            Ok(Ok(Some(line))) => line,
-            Ok(Ok(None)) => {
-                let status = child.wait().await;
-                panic!(
-                    "{name} exited ({status:?}) before printing `listening on`{}",
-                    log_tail(&log)
-                )
+        // The contract: once bound, the node prints exactly `listening on http://127.0.0.1:PORT`
+        // and nothing else on stdout. Other lines are tolerated here so that one broken promise
+        // does not hide every other result; they are recorded, and `startup.rs` asserts there
+        // are none.
+        let stray = StrayStdout::default();
+        let url = tokio::time::timeout(STARTUP_DEADLINE, async {
+            loop {
+                match lines.next_line().await {
+                    Ok(Some(line)) => match listening_url(&line) {
+                        Some(url) => return url,
+                        None => stray.record(&log, &line),
+                    },
+                    Ok(None) => {
+                        let status = child.wait().await;
+                        panic!(
+                            "{name} exited ({status:?}) before printing `listening on`{}",
+                            log_tail(&log)
+                        )
+                    }
+                    Err(error) => {
+                        panic!("cannot read {name}'s stdout: {error}{}", log_tail(&log))
+                    }
+                }
             }
-            Ok(Err(error)) => panic!("cannot read {name}'s stdout: {error}{}", log_tail(&log)),
-            Err(_) => panic!(
-                "{name} printed nothing on stdout within {STARTUP_DEADLINE:?}{}",
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "{name} printed no `listening on http://127.0.0.1:PORT` line within \
+                 {STARTUP_DEADLINE:?}{}",
                 log_tail(&log)
-            ),
-        };
-        // The contract: the first and only stdout line is exactly this.
-        let url = line
-            .strip_prefix("listening on ")
-            .filter(|url| {
-                url.strip_prefix("http://127.0.0.1:")
-                    .is_some_and(|port| port.parse::<u16>().is_ok_and(|port| port != 0))
-            })
-            .unwrap_or_else(|| {
-                panic!(
-                    "{name}'s first stdout line must be `listening on http://127.0.0.1:PORT`, \
-                     got {line:?}{}",
-                    log_tail(&log)
-                )
-            })
-            .to_owned();
-        // Keep reading so that a chatty node never blocks on a full pipe; stdout is reserved for
-        // that one line, so anything more is copied into the log where a human will see it.
+            )
+        });
+        stray.mark_listening();
+        // Keep reading so that a chatty node never blocks on a full pipe.
+        let after = stray.clone();
         let stray_log = log.clone();
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
-                if let Ok(mut file) = OpenOptions::new().append(true).open(&stray_log) {
-                    let _ = writeln!(file, "[unexpected stdout] {line}");
-                }
+                after.record(&stray_log, &line);
             }
         });
         let process = NodeProcess {
@@ -234,6 +283,7 @@ impl NodeProcess {
             args,
             log,
             child: Some(child),
+            stray,
         };
         (process, url)
     }
@@ -402,6 +452,11 @@ pub struct MasterNode {
 }
 
 impl MasterNode {
+    /// What it printed on stdout besides its `listening on` line.
+    pub fn stray_stdout(&self) -> Vec<(bool, String)> {
+        self.process.stray.lines()
+    }
+
     /// A handle to move into a spawned task.
     pub fn api(&self) -> NodeApi {
         self.api.clone()
@@ -428,6 +483,11 @@ pub struct SecondaryNode {
 }
 
 impl SecondaryNode {
+    /// What it printed on stdout besides its `listening on` line.
+    pub fn stray_stdout(&self) -> Vec<(bool, String)> {
+        self.process.stray.lines()
+    }
+
     /// A handle to move into a spawned task; stale once the node restarts.
     pub fn api(&self) -> NodeApi {
         self.api.clone()
@@ -515,6 +575,12 @@ impl ClusterBuilder {
         let namespace = format!("test-{}", uuid::Uuid::new_v4());
         let amqp_url =
             std::env::var("REPLOG_AMQP_URL").unwrap_or_else(|_| DEFAULT_AMQP_URL.to_owned());
+        // Armed before the master starts: its queues go even if it never prints its URL.
+        let broker = BrokerNamespace {
+            namespace: namespace.clone(),
+            amqp_url: amqp_url.clone(),
+            configured: self.configured.clone(),
+        };
         let log_dir = std::env::temp_dir().join("replog-tests").join(&namespace);
         std::fs::create_dir_all(&log_dir)
             .unwrap_or_else(|error| panic!("cannot create {}: {error}", log_dir.display()));
@@ -552,6 +618,7 @@ impl ClusterBuilder {
             amqp_url,
             log_dir,
             client,
+            _broker: broker,
         }
     }
 }
@@ -576,6 +643,8 @@ pub struct TestCluster {
     log_dir: PathBuf,
     /// Shared by every node's API.
     client: reqwest::Client,
+    /// Deletes the namespace from the broker when dropped, after `Drop` killed the nodes.
+    _broker: BrokerNamespace,
 }
 
 impl TestCluster {
@@ -720,19 +789,6 @@ impl TestCluster {
         })
         .await
     }
-
-    /// What clean-up deletes: every name the contract derives from the namespace.
-    fn broker_names(&self) -> (Vec<String>, Vec<String>) {
-        let topology = Topology::new(self.namespace.clone());
-        let mut queues: Vec<String> = self
-            .configured
-            .iter()
-            .filter_map(|id| NodeId::parse(id))
-            .map(|id| topology.secondary_queue(&id))
-            .collect();
-        queues.push(topology.acks_queue());
-        (queues, vec![topology.entries_exchange()])
-    }
 }
 
 impl Drop for TestCluster {
@@ -740,13 +796,6 @@ impl Drop for TestCluster {
         self.master.process.kill_now();
         for node in &mut self.secondaries {
             node.process.kill_now();
-        }
-        let (queues, exchanges) = self.broker_names();
-        if let Err(error) = delete_broker_objects(self.amqp_url.clone(), queues, exchanges) {
-            eprintln!(
-                "warning: could not delete namespace {} from the broker: {error}",
-                self.namespace
-            );
         }
         if std::thread::panicking() {
             eprintln!("namespace: {}", self.namespace);
@@ -757,6 +806,37 @@ impl Drop for TestCluster {
             eprintln!("\nlogs kept in {}", self.log_dir.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.log_dir);
+        }
+    }
+}
+
+/// One test's names on the shared broker.
+struct BrokerNamespace {
+    /// `test-<uuid>`.
+    namespace: String,
+    /// Where to delete them.
+    amqp_url: String,
+    /// The master's `--secondaries`: one queue each.
+    configured: Vec<String>,
+}
+
+impl Drop for BrokerNamespace {
+    /// Deletes every name the contract derives from the namespace.
+    fn drop(&mut self) {
+        let topology = Topology::new(self.namespace.clone());
+        let mut queues: Vec<String> = self
+            .configured
+            .iter()
+            .filter_map(|id| NodeId::parse(id))
+            .map(|id| topology.secondary_queue(&id))
+            .collect();
+        queues.push(topology.acks_queue());
+        let exchanges = vec![topology.entries_exchange()];
+        if let Err(error) = delete_broker_objects(self.amqp_url.clone(), queues, exchanges) {
+            eprintln!(
+                "warning: could not delete namespace {} from the broker: {error}",
+                self.namespace
+            );
         }
     }
 }

@@ -70,6 +70,29 @@ async fn the_self_check_scenario() {
     assert_well_formed(&log);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_secondary_delays_what_it_fetches_too() {
+    // `--delay-ms`: every entry becomes visible that long after it arrives, however it
+    // arrives, so a late joiner's catch-up is delayed as well.
+    let mut cluster = TestCluster::builder()
+        .secondary_args("s2", &["--delay-ms", "2000"])
+        .start_master_only()
+        .await;
+    cluster.start_secondary("s1").await;
+    let (status, answer) = cluster.master.post_message(&write("early", 1)).await;
+    assert_created(status, &answer, "early", 1);
+
+    let started = Instant::now();
+    cluster.start_secondary("s2").await;
+    wait_for_len(cluster.secondary("s2"), 1).await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1900),
+        "s2 (--delay-ms 2000) showed the entry {took:?} after it was started"
+    );
+    cluster.wait_for_convergence(1).await;
+}
+
 /// `n` concurrent writes with random `w` against a cluster whose secondaries nack 30 % of
 /// deliveries; every node must end with the same well-formed log.
 async fn redeliveries_leave_every_node_identical(queue_type: &str, n: usize) {

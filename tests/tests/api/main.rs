@@ -9,6 +9,7 @@
 //! - [`iteration3`]: the self-check scenario, redeliveries, crashes and catch-up, timeouts, and
 //!   clients that never wait on one another.
 //! - [`paging`]: `GET /messages?from=&limit=`.
+//! - [`startup`]: the one stdout line every node prints once bound.
 //!
 //! The broker is `REPLOG_AMQP_URL` (default the local RabbitMQ, guest/guest);
 //! `REPLOG_TEST_LOGS=1` shows node logs live instead of only the tail of a failed test's.
@@ -18,4 +19,5 @@ mod iteration1;
 mod iteration2;
 mod iteration3;
 mod paging;
+mod startup;
 mod validation;
