@@ -483,6 +483,14 @@ pub struct SecondaryNode {
 }
 
 impl SecondaryNode {
+    /// Its log so far; `None` when logs go to the terminal (`REPLOG_TEST_LOGS=1`).
+    pub fn log_text(&self) -> Option<String> {
+        if logs_inherited() {
+            return None;
+        }
+        Some(std::fs::read_to_string(&self.process.log).unwrap_or_default())
+    }
+
     /// What it printed on stdout besides its `listening on` line.
     pub fn stray_stdout(&self) -> Vec<(bool, String)> {
         self.process.stray.lines()
@@ -769,6 +777,18 @@ impl TestCluster {
             }
         })
         .await
+    }
+
+    /// One write for every node, answered `201` with `acks: 3`. Once it returns, every
+    /// secondary has finished starting up, so later entries reach them through their queues.
+    pub async fn warm_up(&self) -> Value {
+        let (status, answer) = self
+            .master
+            .post_message(&json!({"content": "warm-up", "w": 3}))
+            .await;
+        assert_created(status, &answer, "warm-up", 3);
+        assert_eq!(answer["acks"], 3, "{answer}");
+        answer
     }
 
     /// Waits until the master's `/health` reports every configured secondary's `acked` at

@@ -109,8 +109,17 @@ async fn redeliveries_leave_every_node_identical(queue_type: &str, n: usize) {
     assert_log_matches_answers(&log, &answers);
     cluster.wait_for_acks(n as u64).await;
     for id in ["s1", "s2"] {
-        let health = cluster.secondary(id).health().await;
+        let node = cluster.secondary(id);
+        let health = node.health().await;
         assert_eq!(health["applied"], n, "{health}");
+        // The API cannot show a redelivery, so the log is the one witness that `--fail-rate`
+        // took effect and this test exercised redeliveries at all.
+        if let Some(log) = node.log_text() {
+            assert!(
+                log.to_lowercase().contains("nack"),
+                "{id} ran with --fail-rate 0.3 over {n} entries but its log mentions no nack"
+            );
+        }
     }
 }
 
