@@ -5,8 +5,10 @@
 //! time and are batched by the caller, so a durable store can sync once per batch.
 
 mod memory;
+mod segmented;
 
 pub use memory::MemoryLog;
+pub use segmented::{CutTail, Recovery, SegmentedLog, SegmentedLogOptions, TailDamage};
 
 use crate::entry::Entry;
 use crate::ids::Order;
@@ -28,6 +30,18 @@ pub enum StoreError {
     /// A stored record could not be read back.
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// An entry too large for the store's record format.
+    #[error("entry {order} is too large to store ({bytes} bytes)")]
+    EntryTooLarge {
+        /// The entry's order.
+        order: Order,
+        /// Its message id and content, in bytes.
+        bytes: usize,
+    },
+    /// An earlier write failed, so the store refuses appends until it is reopened and has
+    /// re-read what actually reached the disk.
+    #[error("the store refuses appends after an earlier write failed; reopen it")]
+    Halted,
 }
 
 /// An append-only log of entries numbered 1, 2, 3, ... without gaps.
