@@ -6,7 +6,7 @@
 //! fetched. Fetched entries go through the applier like deliveries, so whatever the queue also
 //! delivers is dropped as a duplicate.
 
-use crate::incoming::{Incoming, Source};
+use crate::incoming::{hand_over, Incoming, Source};
 use replog_common::amqp::Backoff;
 use replog_common::rules::holdback::HoldBack;
 use replog_common::wire::MessagesPage;
@@ -42,6 +42,8 @@ pub struct CatchUp {
     inbox: mpsc::Sender<Incoming>,
     /// How long a gap may stay open before it is fetched.
     after: Duration,
+    /// `--delay-ms`: fetched entries are delayed like delivered ones.
+    delay: Duration,
 }
 
 impl CatchUp {
@@ -51,6 +53,7 @@ impl CatchUp {
         holdback: Arc<Mutex<HoldBack>>,
         inbox: mpsc::Sender<Incoming>,
         after: Duration,
+        delay: Duration,
     ) -> CatchUp {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -62,6 +65,7 @@ impl CatchUp {
             holdback,
             inbox,
             after,
+            delay,
         }
     }
 
@@ -168,17 +172,11 @@ impl CatchUp {
 
     async fn hand_over(&self, entries: Vec<Entry>) {
         for entry in entries {
-            if self
-                .inbox
-                .send(Incoming {
-                    entry,
-                    source: Source::Master,
-                })
-                .await
-                .is_err()
-            {
-                return;
-            }
+            let incoming = Incoming {
+                entry,
+                source: Source::Master,
+            };
+            hand_over(&self.inbox, incoming, self.delay).await;
         }
     }
 }

@@ -4,7 +4,7 @@
 //! than silently splitting the stream) with a bounded prefetch. With `--delay-ms`, each delivery
 //! waits in a task of its own, so entries in flight are delayed side by side.
 
-use crate::incoming::{Incoming, Source};
+use crate::incoming::{hand_over, Incoming, Source};
 use futures_util::StreamExt;
 use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
@@ -98,16 +98,7 @@ pub async fn run(
                     redelivered: delivery.redelivered,
                 },
             };
-            if settings.delay.is_zero() {
-                let _ = inbox.send(incoming).await;
-            } else {
-                let inbox = inbox.clone();
-                let delay = settings.delay;
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    let _ = inbox.send(incoming).await;
-                });
-            }
+            hand_over(&inbox, incoming, settings.delay).await;
         }
     }
     drop(inbox);

@@ -2,6 +2,8 @@
 
 use lapin::Acker;
 use replog_common::Entry;
+use std::time::Duration;
+use tokio::sync::mpsc;
 
 /// Where an entry came from.
 #[derive(Debug)]
@@ -24,4 +26,19 @@ pub struct Incoming {
     pub entry: Entry,
     /// Its source.
     pub source: Source,
+}
+
+/// Hands an entry to the applier after the artificial `delay` (`--delay-ms`), however it
+/// arrived. With no delay the caller waits for room in the inbox (back-pressure); with one,
+/// the entry waits in a task of its own so entries in flight are delayed side by side.
+pub async fn hand_over(inbox: &mpsc::Sender<Incoming>, incoming: Incoming, delay: Duration) {
+    if delay.is_zero() {
+        let _ = inbox.send(incoming).await;
+        return;
+    }
+    let inbox = inbox.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let _ = inbox.send(incoming).await;
+    });
 }

@@ -112,6 +112,7 @@ impl Application {
             holdback.clone(),
             inbox_tx,
             Duration::from_millis(config.catchup_after_ms),
+            config.delay(),
         );
         tasks.spawn(catch_up.run(stop.clone()));
         tasks.spawn(ack_publisher::run(
