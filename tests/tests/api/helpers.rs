@@ -779,6 +779,16 @@ impl TestCluster {
         .await
     }
 
+    /// Deletes a secondary's queue from the broker, as an operator tidying up would: whatever
+    /// it held is gone.
+    pub async fn delete_secondary_queue(&self, id: &str) {
+        let id = NodeId::parse(id).expect("a valid node id");
+        let queue = Topology::new(self.namespace.clone()).secondary_queue(&id);
+        delete_names(&self.amqp_url, std::slice::from_ref(&queue), &[])
+            .await
+            .unwrap_or_else(|error| panic!("cannot delete {queue}: {error}"));
+    }
+
     /// One write for every node, answered `201` with `acks: 3`. Once it returns, every
     /// secondary has finished starting up, so later entries reach them through their queues.
     pub async fn warm_up(&self) -> Value {
@@ -868,62 +878,66 @@ fn delete_broker_objects(
     queues: Vec<String>,
     exchanges: Vec<String>,
 ) -> Result<(), String> {
-    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
     let work = move || -> Result<(), String> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|error| error.to_string())?;
-        runtime.block_on(async {
-            let cleanup = async {
-                let connection =
-                    lapin::Connection::connect(&amqp_url, lapin::ConnectionProperties::default())
-                        .await
-                        .map_err(|error| format!("connect: {error}"))?;
-                let mut failures = Vec::new();
-                // A failed delete closes its channel, so each one gets a fresh channel.
-                for queue in &queues {
-                    let outcome = async {
-                        let channel = connection.create_channel().await?;
-                        channel
-                            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                            .await?;
-                        channel.close(200, "done".into()).await
-                    };
-                    if let Err(error) = outcome.await {
-                        failures.push(format!("queue {queue}: {error}"));
-                    }
-                }
-                for exchange in &exchanges {
-                    let outcome = async {
-                        let channel = connection.create_channel().await?;
-                        channel
-                            .exchange_delete(
-                                exchange.as_str().into(),
-                                ExchangeDeleteOptions::default(),
-                            )
-                            .await?;
-                        channel.close(200, "done".into()).await
-                    };
-                    if let Err(error) = outcome.await {
-                        failures.push(format!("exchange {exchange}: {error}"));
-                    }
-                }
-                let _ = connection.close(200, "done".into()).await;
-                if failures.is_empty() {
-                    Ok(())
-                } else {
-                    Err(failures.join("; "))
-                }
-            };
-            tokio::time::timeout(Duration::from_secs(15), cleanup)
-                .await
-                .map_err(|_| "timed out".to_owned())?
-        })
+        runtime.block_on(delete_names(&amqp_url, &queues, &exchanges))
     };
     std::thread::spawn(work)
         .join()
         .map_err(|_| "the clean-up thread panicked".to_owned())?
+}
+
+/// Deletes queues and exchanges over AMQP; what does not exist counts as deleted.
+async fn delete_names(
+    amqp_url: &str,
+    queues: &[String],
+    exchanges: &[String],
+) -> Result<(), String> {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    let cleanup = async {
+        let connection =
+            lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default())
+                .await
+                .map_err(|error| format!("connect: {error}"))?;
+        let mut failures = Vec::new();
+        // A failed delete closes its channel, so each one gets a fresh channel.
+        for queue in queues {
+            let outcome = async {
+                let channel = connection.create_channel().await?;
+                channel
+                    .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                    .await?;
+                channel.close(200, "done".into()).await
+            };
+            if let Err(error) = outcome.await {
+                failures.push(format!("queue {queue}: {error}"));
+            }
+        }
+        for exchange in exchanges {
+            let outcome = async {
+                let channel = connection.create_channel().await?;
+                channel
+                    .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                    .await?;
+                channel.close(200, "done".into()).await
+            };
+            if let Err(error) = outcome.await {
+                failures.push(format!("exchange {exchange}: {error}"));
+            }
+        }
+        let _ = connection.close(200, "done".into()).await;
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures.join("; "))
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(15), cleanup)
+        .await
+        .map_err(|_| "timed out".to_owned())?
 }
 
 // ---------------------------------------------------------------------------------------------

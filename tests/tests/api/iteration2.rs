@@ -240,3 +240,118 @@ async fn delayed_entries_become_visible_side_by_side_and_in_order() {
         "ten entries with a 1 s delay took {took:?} to show on s2: delayed one after another?"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_retries_of_one_message_id_make_one_entry() {
+    let cluster = TestCluster::start().await;
+    let body = json!({"content": "once", "message_id": "race-1", "w": 2});
+    let requests = (0..10).map(|_| cluster.master.post_message(&body));
+    let answers = tokio::time::timeout(DEADLINE, futures_util::future::join_all(requests))
+        .await
+        .expect("ten retries return");
+    let created = answers
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::CREATED)
+        .count();
+    assert_eq!(
+        created, 1,
+        "exactly one retry creates the entry: {answers:?}"
+    );
+    for (status, answer) in &answers {
+        assert!(
+            *status == StatusCode::CREATED
+                || (*status == StatusCode::OK && answer["duplicate"] == true),
+            "{status} {answer}"
+        );
+        assert_eq!(answer["order"], 1, "{answer}");
+        assert_eq!(answer["message_id"], "race-1", "{answer}");
+    }
+    let log = cluster.wait_for_convergence(1).await;
+    assert_eq!(log[0].message_id, "race-1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_equal_contents_make_one_entry_under_dedup_content() {
+    let cluster = TestCluster::builder()
+        .master_args(&["--dedup", "content"])
+        .start()
+        .await;
+    let requests = (0..10).map(|i| {
+        let body = json!({"content": "same", "message_id": format!("id-{i}"), "w": 2});
+        let master = cluster.master.api();
+        async move { master.post_message(&body).await }
+    });
+    let answers = tokio::time::timeout(DEADLINE, futures_util::future::join_all(requests))
+        .await
+        .expect("ten writes return");
+    let created: Vec<_> = answers
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::CREATED)
+        .collect();
+    assert_eq!(created.len(), 1, "{answers:?}");
+    let winner = &created[0].1["message_id"];
+    for (status, answer) in &answers {
+        assert!(
+            status.is_success() && answer["order"] == 1 && answer["message_id"] == *winner,
+            "every answer names the one entry: {status} {answer}"
+        );
+    }
+    let log = cluster.wait_for_convergence(1).await;
+    assert_eq!(contents(&log), ["same"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn default_w_sets_the_write_concern_of_writes_that_name_none() {
+    let mut cluster = TestCluster::builder()
+        .master_args(&["--default-w", "1"])
+        .start_master_only()
+        .await;
+    // No secondary is running, so only w=1 can return.
+    let (status, answer) = cluster
+        .master
+        .post_message(&json!({"content": "fast"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    assert_eq!(answer["w"], 1, "{answer}");
+    assert_eq!(answer["acks"], 1, "{answer}");
+
+    // A request's own w still wins.
+    let master = cluster.master.api();
+    let strict = tokio::spawn(async move { master.post_message(&write("strict", 2)).await });
+    let master = &cluster.master;
+    wait_until(
+        DEADLINE,
+        "the master sequences the w=2 write",
+        || async move { master.messages().await.len() == 2 },
+    )
+    .await;
+    if strict.is_finished() {
+        let outcome = strict.await;
+        panic!("a w=2 write returned with no secondary running: {outcome:?}");
+    }
+    cluster.start_secondary("s1").await;
+    let (status, answer) = join_within(DEADLINE, "the w=2 write returns", strict).await;
+    assert_created(status, &answer, "strict", 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn any_string_content_reaches_every_node_unchanged() {
+    let cluster = TestCluster::start().await;
+    let samples = [
+        String::new(),
+        "héllo ✓ 😀 — 日本語".to_owned(),
+        "line\nbreak\t\"quoted\" \\ back\\slash {\"json\": true}".to_owned(),
+        "\u{0}nul and \u{7f} controls".to_owned(),
+        "x".repeat(600 * 1024),
+    ];
+    for content in &samples {
+        let (status, answer) = cluster.master.post_message(&write(content, 3)).await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+        assert_eq!(answer["content"].as_str(), Some(content.as_str()));
+    }
+    let log = cluster.wait_for_convergence(samples.len()).await;
+    assert_eq!(
+        contents(&log),
+        samples.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+}

@@ -325,3 +325,43 @@ async fn parallel_clients_are_never_blocked_by_waiting_writes() {
     let log = cluster.wait_for_convergence(23).await;
     assert_well_formed(&log);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pending_write_completes_when_a_killed_secondary_comes_back() {
+    let mut cluster = TestCluster::start().await;
+    cluster.warm_up().await;
+    cluster.secondary_mut("s2").kill().await;
+
+    let master = cluster.master.api();
+    let pending = tokio::spawn(async move { master.post_message(&write("needs s2", 3)).await });
+    wait_for_len(cluster.secondary("s1"), 2).await;
+    let pending = assert_pending("a w=3 write while s2 is dead", pending).await;
+
+    cluster.secondary_mut("s2").restart().await;
+    let (status, answer) = join_within(DEADLINE, "the w=3 write returns", pending).await;
+    assert_eq!(assert_created(status, &answer, "needs s2", 3), 2);
+    assert_eq!(answer["acks"], 3, "{answer}");
+    cluster.wait_for_convergence(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secondary_whose_queue_was_deleted_while_down_catches_up_and_keeps_up() {
+    let mut cluster = TestCluster::start().await;
+    let first = random_writes("first", 10, 3..=3);
+    let mut answers = write_all(&cluster.master, &first, 4, DEADLINE).await;
+
+    cluster.secondary_mut("s2").kill().await;
+    cluster.delete_secondary_queue("s2").await;
+    // These reach s2 through no queue at all: only the master can give them back.
+    let lost = random_writes("lost", 10, 1..=2);
+    answers.extend(write_all(&cluster.master, &lost, 4, DEADLINE).await);
+
+    cluster.secondary_mut("s2").restart().await;
+    // And these need s2's queue to exist and be bound again.
+    let later = random_writes("later", 10, 3..=3);
+    answers.extend(write_all(&cluster.master, &later, 4, DEADLINE).await);
+
+    let log = cluster.wait_for_convergence(30).await;
+    assert_well_formed(&log);
+    assert_log_matches_answers(&log, &answers);
+}

@@ -266,3 +266,52 @@ async fn bad_paging_parameters_are_refused() {
         assert_error_body(query, &answer);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_routes_and_methods_answer_json_errors() {
+    let cluster = TestCluster::start().await;
+    let client = reqwest::Client::new();
+    for node in cluster.running_nodes() {
+        let cases = [
+            (reqwest::Method::GET, "/nope", StatusCode::NOT_FOUND),
+            (
+                reqwest::Method::PUT,
+                "/messages",
+                StatusCode::METHOD_NOT_ALLOWED,
+            ),
+            (
+                reqwest::Method::DELETE,
+                "/messages",
+                StatusCode::METHOD_NOT_ALLOWED,
+            ),
+            (
+                reqwest::Method::POST,
+                "/health",
+                StatusCode::METHOD_NOT_ALLOWED,
+            ),
+        ];
+        for (method, path, expected) in cases {
+            let response = client
+                .request(method.clone(), format!("{}{path}", node.url))
+                .body(write("no", 1).to_string())
+                .send()
+                .await
+                .unwrap_or_else(|error| panic!("{method} {path} on {}: {error}", node.name));
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            assert_eq!(
+                status, expected,
+                "{method} {path} on {}: {text:?}",
+                node.name
+            );
+            let body: Value = serde_json::from_str(&text).unwrap_or_else(|error| {
+                panic!(
+                    "{method} {path} on {} is not JSON ({error}): {text:?}",
+                    node.name
+                )
+            });
+            assert_error_body(&format!("{method} {path} on {}", node.name), &body);
+        }
+    }
+    assert_log_empty(&cluster).await;
+}
