@@ -55,6 +55,11 @@ pub struct MasterConfig {
     /// unconfirmed entries again on a fresh channel.
     #[arg(long, env = "REPLOG_CONFIRM_TIMEOUT_MS", default_value_t = 5000)]
     pub confirm_timeout_ms: u64,
+
+    /// Where the master keeps its log (`log/`) and its last confirmed order. One process per
+    /// directory: a second master on the same directory refuses to start.
+    #[arg(long, env = "REPLOG_DATA_DIR", default_value = "data/master")]
+    pub data_dir: std::path::PathBuf,
 }
 
 /// A configuration that cannot work.

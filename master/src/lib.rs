@@ -3,6 +3,7 @@
 //! Module map:
 //! - [`config`]: flags and their checks.
 //! - [`write_request`]: a validated `POST /messages` body.
+//! - [`durability`]: what the master recovers from its data directory at start.
 //! - [`writer`]: the single thread that numbers, deduplicates and stores entries.
 //! - [`publisher`]: publishes stored entries with confirms, republishing what is not confirmed.
 //! - [`ack_consumer`]: reads secondaries' acks from the broker.
@@ -12,6 +13,7 @@
 
 pub mod ack_consumer;
 pub mod config;
+pub mod durability;
 pub mod http;
 pub mod publisher;
 pub mod replication;

@@ -3,15 +3,14 @@
 
 use crate::ack_consumer;
 use crate::config::MasterConfig;
+use crate::durability;
 use crate::http::{self, AppState};
 use crate::publisher::{Publisher, PublisherSettings};
 use crate::replication::Replication;
 use crate::write_request::WriteLimits;
 use crate::writer::LogWriter;
 use replog_common::amqp::{AmqpUrl, Broker};
-use replog_common::rules::dedup::DedupIndex;
-use replog_common::store::{LogStore, MemoryLog};
-use replog_common::Order;
+use replog_common::store::{DataDir, StoreError};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +28,9 @@ pub enum StartError {
     /// The broker settings are wrong.
     #[error(transparent)]
     Amqp(#[from] replog_common::amqp::AmqpError),
+    /// The data directory cannot be opened or the log recovered.
+    #[error("cannot open the data directory: {0}")]
+    Store(#[from] StoreError),
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -49,6 +51,8 @@ pub struct Application {
     stop: CancellationToken,
     /// Background tasks to wait for at shutdown.
     tasks: TaskTracker,
+    /// Holds the data directory's lock until the very end.
+    _data_dir: Arc<DataDir>,
     /// The writer thread, joined last so every accepted write is stored.
     writer_thread: std::thread::JoinHandle<()>,
 }
@@ -73,15 +77,25 @@ impl Application {
             "starting master"
         );
 
-        let store: Arc<dyn LogStore> = Arc::new(MemoryLog::new());
-        let dedup = DedupIndex::new(config.dedup);
+        let data_dir = config.data_dir.clone();
+        let dedup_mode = config.dedup;
+        let recovered =
+            tokio::task::spawn_blocking(move || durability::recover(&data_dir, dedup_mode))
+                .await
+                .map_err(|e| StoreError::Corrupt(format!("recovery task failed: {e}")))??;
+        let durability::Recovered {
+            data_dir,
+            store,
+            dedup,
+            confirmed: confirmed_at_start,
+        } = recovered;
         let (stored_tx, stored_rx) = watch::channel(store.last_order());
         let (writer, writer_thread) =
             LogWriter::spawn(store.clone(), dedup, stored_tx, stop.clone());
         let replication = Replication::new(config.secondaries.clone(), stop.clone());
 
         let tasks = TaskTracker::new();
-        let (confirmed, _) = watch::channel(Order::ZERO);
+        let (confirmed, confirmed_rx) = watch::channel(confirmed_at_start);
         let settings = PublisherSettings {
             topology: topology.clone(),
             secondaries: config.secondaries.clone(),
@@ -96,6 +110,10 @@ impl Application {
             confirmed,
         );
         tasks.spawn(publisher.run(stop.clone()));
+        tasks.spawn(durability::keep_confirmed_mark(
+            data_dir.clone(),
+            confirmed_rx,
+        ));
         tasks.spawn(ack_consumer::run(
             broker,
             topology,
@@ -126,6 +144,7 @@ impl Application {
             router: http::router(state),
             stop,
             tasks,
+            _data_dir: data_dir,
             writer_thread,
         })
     }

@@ -54,6 +54,10 @@ pub struct SecondaryConfig {
     #[arg(long, env = "REPLOG_CATCHUP_AFTER_MS", default_value_t = 1000)]
     pub catchup_after_ms: u64,
 
+    /// Where the secondary keeps its log [default: data/<id>]. One process per directory.
+    #[arg(long, env = "REPLOG_DATA_DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+
     /// How often the secondary repeats its position to the master, so a lost ack heals.
     #[arg(long, env = "REPLOG_ACK_INTERVAL_MS", default_value_t = 1000)]
     pub ack_interval_ms: u64,
@@ -74,6 +78,13 @@ fn parse_fail_rate(raw: &str) -> Result<f64, String> {
 }
 
 impl SecondaryConfig {
+    /// The data directory, defaulting to `data/<id>`.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| std::path::Path::new("data").join(self.id.as_str()))
+    }
+
     /// The artificial delay.
     pub fn delay(&self) -> Duration {
         Duration::from_millis(self.delay_ms)

@@ -9,7 +9,7 @@ use crate::consumer::{self, ConsumerSettings};
 use crate::http::{self, AppState};
 use replog_common::amqp::{AmqpUrl, Broker};
 use replog_common::rules::holdback::HoldBack;
-use replog_common::store::{LogStore, MemoryLog};
+use replog_common::store::{DataDir, LogStore, StoreError};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,6 +27,9 @@ pub enum StartError {
     /// The broker settings are wrong.
     #[error(transparent)]
     Amqp(#[from] replog_common::amqp::AmqpError),
+    /// The data directory cannot be opened or the log recovered.
+    #[error("cannot open the data directory: {0}")]
+    Store(#[from] StoreError),
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -47,6 +50,8 @@ pub struct Application {
     stop: CancellationToken,
     /// Background tasks to wait for at shutdown.
     tasks: TaskTracker,
+    /// Holds the data directory's lock until the very end.
+    _data_dir: DataDir,
 }
 
 impl Application {
@@ -62,7 +67,22 @@ impl Application {
             format!("replog secondary {} ({})", config.id, topology.namespace()),
         )?;
 
-        let store: Arc<dyn LogStore> = Arc::new(MemoryLog::new());
+        let path = config.data_dir();
+        let (data_dir, log, recovery) = tokio::task::spawn_blocking(move || {
+            let data_dir = DataDir::open(&path)?;
+            let (log, recovery) = data_dir.open_log()?;
+            Ok::<_, StoreError>((data_dir, log, recovery))
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("recovery task failed: {e}")))??;
+        tracing::info!(
+            data_dir = %data_dir.path().display(),
+            entries = recovery.records,
+            segments = recovery.segments,
+            torn_tail_cut = recovery.cut.is_some(),
+            "log recovered; applying continues after the last stored entry"
+        );
+        let store: Arc<dyn LogStore> = Arc::new(log);
         let applied_at_start = store.last_order();
         tracing::info!(
             id = %config.id,
@@ -141,6 +161,7 @@ impl Application {
             router: http::router(state),
             stop,
             tasks,
+            _data_dir: data_dir,
         })
     }
 

@@ -4,9 +4,11 @@
 //! disk-backed one without touching the replication pipeline. Appends come from one writer at a
 //! time and are batched by the caller, so a durable store can sync once per batch.
 
+mod data_dir;
 mod memory;
 mod segmented;
 
+pub use data_dir::DataDir;
 pub use memory::MemoryLog;
 pub use segmented::{CutTail, Recovery, SegmentedLog, SegmentedLogOptions, TailDamage};
 
@@ -16,6 +18,9 @@ use crate::ids::Order;
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Another process holds the data directory.
+    #[error("data directory {0} is in use by another process (its LOCK file is held)")]
+    Locked(std::path::PathBuf),
     /// An append did not continue the log at `last_order + 1`.
     #[error("append out of order: the log ends at {last}, got entry {got}")]
     OutOfOrder {

@@ -602,6 +602,8 @@ impl ClusterBuilder {
         let mut args = strings(&["--listen", "127.0.0.1:0", "--amqp-url", &amqp_url]);
         args.extend(strings(&["--namespace", &namespace]));
         args.extend(strings(&["--secondaries", &self.configured.join(",")]));
+        let master_data = log_dir.join("data").join("master");
+        args.extend(strings(&["--data-dir", &master_data.to_string_lossy()]));
         if let Some(kind) = &self.queue_type {
             args.extend(strings(&["--queue-type", kind]));
         }
@@ -688,6 +690,8 @@ impl TestCluster {
             args.extend(strings(&["--amqp-url", &self.amqp_url]));
             args.extend(strings(&["--namespace", &self.namespace]));
             args.extend(strings(&["--master-url", &self.master.url]));
+            let data = self.log_dir.join("data").join(id);
+            args.extend(strings(&["--data-dir", &data.to_string_lossy()]));
             if let Some(kind) = &self.queue_type {
                 args.extend(strings(&["--queue-type", kind]));
             }

@@ -1,0 +1,97 @@
+//! A node's data directory: its log, small marks beside it, and a lock so that one process
+//! owns it.
+//!
+//! ```text
+//! <data-dir>/LOCK        held (flock) while a node runs
+//! <data-dir>/log/        the segmented log (see SegmentedLog)
+//! <data-dir>/<mark>      small atomic files, e.g. the master's last confirmed order
+//! ```
+
+use super::segmented::{Recovery, SegmentedLog, SegmentedLogOptions};
+use super::StoreError;
+use crate::ids::Order;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// An opened, locked data directory.
+#[derive(Debug)]
+pub struct DataDir {
+    /// Where it is.
+    path: PathBuf,
+    /// Holds the exclusive lock for as long as the node runs; released when dropped or when the
+    /// process dies, so a `kill -9` never leaves a stale lock.
+    _lock: File,
+}
+
+impl DataDir {
+    /// Creates the directory if needed and locks it; fails if another process holds it.
+    pub fn open(path: &Path) -> Result<DataDir, StoreError> {
+        fs::create_dir_all(path)?;
+        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(path.join("LOCK"))?;
+        lock.try_lock().map_err(|error| match error {
+            fs::TryLockError::WouldBlock => StoreError::Locked(path.to_path_buf()),
+            fs::TryLockError::Error(error) => StoreError::Io(error),
+        })?;
+        Ok(DataDir { path: path.to_path_buf(), _lock: lock })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens (and, after a crash, repairs) the log kept in `log/`.
+    pub fn open_log(&self) -> Result<(SegmentedLog, Recovery), StoreError> {
+        SegmentedLog::open(&self.path.join("log"), SegmentedLogOptions::default())
+    }
+
+    /// Reads an order kept in the file `name`; `None` if there is none yet.
+    pub fn read_mark(&self, name: &str) -> Result<Option<Order>, StoreError> {
+        match fs::read_to_string(self.path.join(name)) {
+            Ok(text) => text
+                .trim()
+                .parse::<u64>()
+                .map(|order| Some(Order(order)))
+                .map_err(|_| StoreError::Corrupt(format!("{name} holds {text:?}, not an order"))),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Replaces the order kept in `name` atomically (write a temporary file, rename). Not
+    /// fsynced: marks are hints whose loss costs extra work, never correctness.
+    pub fn write_mark(&self, name: &str, order: Order) -> Result<(), StoreError> {
+        let temporary = self.path.join(format!("{name}.tmp"));
+        let mut file = File::create(&temporary)?;
+        writeln!(file, "{order}")?;
+        drop(file);
+        fs::rename(&temporary, self.path.join(name))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_dir_has_one_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = DataDir::open(dir.path()).unwrap();
+        assert!(matches!(DataDir::open(dir.path()), Err(StoreError::Locked(_))));
+        drop(first);
+        DataDir::open(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn marks_round_trip_and_reject_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::open(dir.path()).unwrap();
+        assert_eq!(data.read_mark("confirmed").unwrap(), None);
+        data.write_mark("confirmed", Order(42)).unwrap();
+        assert_eq!(data.read_mark("confirmed").unwrap(), Some(Order(42)));
+        fs::write(dir.path().join("confirmed"), "garbage").unwrap();
+        assert!(data.read_mark("confirmed").is_err());
+    }
+}

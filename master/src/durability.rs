@@ -1,0 +1,157 @@
+//! What the master reads back at start and keeps on disk beside its log.
+//!
+//! At start: lock the data directory, open (and repair) the log, rebuild the dedup index from
+//! it so client `message_id`s still deduplicate, and read the last order the broker confirmed,
+//! so that everything after it is published again. While running: write that order to the
+//! `confirmed` mark a few times a second. The mark may lag (it is not fsynced and is written
+//! periodically); a lagging mark only means more entries are published again, and secondaries
+//! drop the duplicates.
+
+use replog_common::rules::dedup::{DedupIndex, DedupMode};
+use replog_common::store::{DataDir, LogStore, StoreError};
+use replog_common::Order;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The name of the mark holding the last order the broker confirmed.
+const CONFIRMED_MARK: &str = "confirmed";
+
+/// How often the confirmed mark is refreshed while it changes.
+const MARK_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Entries read at a time while rebuilding the dedup index.
+const SCAN_PAGE: usize = 4096;
+
+/// Everything the master gets back from its data directory.
+pub struct Recovered {
+    /// The locked directory.
+    pub data_dir: Arc<DataDir>,
+    /// The log.
+    pub store: Arc<dyn LogStore>,
+    /// The dedup index of every entry in the log.
+    pub dedup: DedupIndex,
+    /// The last order known confirmed by the broker; everything after it is published again.
+    pub confirmed: Order,
+}
+
+/// Opens the data directory and recovers the log, the dedup index and the confirmed mark.
+/// Blocking: reads the whole log once.
+pub fn recover(path: &Path, mode: DedupMode) -> Result<Recovered, StoreError> {
+    let data_dir = DataDir::open(path)?;
+    let (log, recovery) = data_dir.open_log()?;
+    let last = recovery.last_order;
+    let mut dedup = DedupIndex::new(mode);
+    let mut from = Order(1);
+    while from <= last {
+        let page = log.read(from, SCAN_PAGE)?;
+        let Some(end) = page.last().map(|entry| entry.order) else {
+            break;
+        };
+        page.iter().for_each(|entry| dedup.record(entry));
+        from = end.next();
+    }
+    let confirmed = data_dir
+        .read_mark(CONFIRMED_MARK)?
+        .unwrap_or(Order::ZERO)
+        .min(last);
+    tracing::info!(
+        data_dir = %path.display(),
+        entries = recovery.records,
+        segments = recovery.segments,
+        %last,
+        %confirmed,
+        torn_tail_cut = recovery.cut.is_some(),
+        "log recovered; numbering continues after the last entry"
+    );
+    if confirmed < last {
+        tracing::info!(from = %confirmed.next(), to = %last, "entries without a known broker confirm will be published again");
+    }
+    Ok(Recovered {
+        data_dir: Arc::new(data_dir),
+        store: Arc::new(log),
+        dedup,
+        confirmed,
+    })
+}
+
+/// Writes the confirmed order to the data directory while it changes, and once more at the end.
+pub async fn keep_confirmed_mark(data_dir: Arc<DataDir>, mut confirmed: watch::Receiver<Order>) {
+    let mut written = *confirmed.borrow();
+    loop {
+        let open = confirmed.changed().await.is_ok();
+        let current = *confirmed.borrow_and_update();
+        if current != written {
+            match data_dir.write_mark(CONFIRMED_MARK, current) {
+                Ok(()) => written = current,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot record the confirmed order; more entries will be republished after a restart")
+                }
+            }
+        }
+        if !open {
+            return;
+        }
+        tokio::time::sleep(MARK_INTERVAL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use replog_common::{Entry, MessageId};
+
+    fn entry(order: u64, id: &str) -> Entry {
+        Entry {
+            order: Order(order),
+            message_id: MessageId::parse(id).unwrap(),
+            content: format!("c{order}"),
+        }
+    }
+
+    #[test]
+    fn a_restart_recovers_numbering_dedup_and_the_confirmed_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let recovered = recover(dir.path(), DedupMode::Id).unwrap();
+            assert_eq!(recovered.store.last_order(), Order::ZERO);
+            recovered
+                .store
+                .append(&[entry(1, "a"), entry(2, "b"), entry(3, "c")])
+                .unwrap();
+            recovered
+                .data_dir
+                .write_mark(CONFIRMED_MARK, Order(2))
+                .unwrap();
+        }
+        let recovered = recover(dir.path(), DedupMode::Id).unwrap();
+        assert_eq!(recovered.store.last_order(), Order(3));
+        assert_eq!(recovered.confirmed, Order(2));
+        assert_eq!(
+            recovered.dedup.find(&MessageId::parse("b").unwrap(), ""),
+            Some(Order(2))
+        );
+        assert_eq!(
+            recovered.dedup.find(&MessageId::parse("z").unwrap(), ""),
+            None
+        );
+    }
+
+    #[test]
+    fn a_mark_beyond_the_log_is_clamped() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let recovered = recover(dir.path(), DedupMode::Id).unwrap();
+            recovered.store.append(&[entry(1, "a")]).unwrap();
+            recovered
+                .data_dir
+                .write_mark(CONFIRMED_MARK, Order(9))
+                .unwrap();
+        }
+        assert_eq!(
+            recover(dir.path(), DedupMode::Id).unwrap().confirmed,
+            Order(1)
+        );
+    }
+}
