@@ -17,6 +17,9 @@ use std::fmt;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// How long opening and preparing a channel may take before the attempt counts as failed.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Why talking to the broker failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AmqpError {
@@ -193,9 +196,14 @@ impl Broker {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let result = async { setup(self.open_channel().await?).await };
+            // A frozen broker accepts TCP but never answers: bound every attempt.
+            let result = tokio::time::timeout(SETUP_TIMEOUT, async {
+                setup(self.open_channel().await?).await
+            });
             let outcome = tokio::select! {
-                outcome = result => outcome,
+                outcome = result => outcome.unwrap_or_else(|_| {
+                    Err(AmqpError::Connect(format!("no answer within {SETUP_TIMEOUT:?}")))
+                }),
                 _ = stop.cancelled() => return None,
             };
             match outcome {
