@@ -145,6 +145,8 @@ struct NodeProcess {
     binary: PathBuf,
     /// The full command line, kept for restarts: same id, same namespace.
     args: Vec<String>,
+    /// Its working directory, which holds its data directory; kept across restarts.
+    home: PathBuf,
     /// Where stderr goes; restarts append to it.
     log: PathBuf,
     /// `None` once killed.
@@ -204,11 +206,17 @@ impl NodeProcess {
         name: &str,
         binary: &Path,
         args: Vec<String>,
+        home: PathBuf,
         log: PathBuf,
     ) -> (NodeProcess, String) {
+        std::fs::create_dir_all(&home)
+            .unwrap_or_else(|error| panic!("cannot create {}: {error}", home.display()));
         let mut command = Command::new(binary);
         command
             .args(&args)
+            // Whatever a node writes to relative paths stays in this test's own directory, out
+            // of the repository and away from the other tests running at the same time.
+            .current_dir(&home)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             // A panicking test must not leave nodes behind.
@@ -281,6 +289,7 @@ impl NodeProcess {
             name: name.to_owned(),
             binary: binary.to_owned(),
             args,
+            home,
             log,
             child: Some(child),
             stray,
@@ -310,6 +319,7 @@ impl NodeProcess {
             &self.name,
             &self.binary,
             self.args.clone(),
+            self.home.clone(),
             self.log.clone(),
         )
         .await;
@@ -501,9 +511,23 @@ impl SecondaryNode {
         self.api.clone()
     }
 
-    /// SIGKILL: the secondary loses its in-memory state and its unacked deliveries.
+    /// SIGKILL: the secondary loses what it held in memory and its unacked deliveries; what
+    /// it stored in its data directory stays.
     pub async fn kill(&mut self) {
         self.process.kill().await;
+    }
+
+    /// Deletes everything a killed secondary stored, as if its disk were replaced.
+    pub fn wipe_state(&self) {
+        assert!(
+            !self.is_running(),
+            "kill {} before wiping its state",
+            self.id
+        );
+        let data = data_dir(&self.process.home);
+        // Missing would mean the node keeps its state elsewhere and this wipes nothing.
+        std::fs::remove_dir_all(&data)
+            .unwrap_or_else(|error| panic!("cannot remove {}: {error}", data.display()));
     }
 
     /// Starts it again with the same id, namespace and flags.
@@ -602,14 +626,21 @@ impl ClusterBuilder {
         let mut args = strings(&["--listen", "127.0.0.1:0", "--amqp-url", &amqp_url]);
         args.extend(strings(&["--namespace", &namespace]));
         args.extend(strings(&["--secondaries", &self.configured.join(",")]));
-        let master_data = log_dir.join("data").join("master");
+        // Each node keeps its log in a directory of its own, kept across restarts.
+        let master_data = data_dir(&log_dir.join("master"));
         args.extend(strings(&["--data-dir", &master_data.to_string_lossy()]));
         if let Some(kind) = &self.queue_type {
             args.extend(strings(&["--queue-type", kind]));
         }
         args.extend(self.master_args.iter().cloned());
-        let (process, url) =
-            NodeProcess::spawn("master", &binaries.master, args, log_dir.join("master.log")).await;
+        let (process, url) = NodeProcess::spawn(
+            "master",
+            &binaries.master,
+            args,
+            log_dir.join("master"),
+            log_dir.join("master.log"),
+        )
+        .await;
         let master = MasterNode {
             api: NodeApi {
                 name: "master".into(),
@@ -690,8 +721,8 @@ impl TestCluster {
             args.extend(strings(&["--amqp-url", &self.amqp_url]));
             args.extend(strings(&["--namespace", &self.namespace]));
             args.extend(strings(&["--master-url", &self.master.url]));
-            let data = self.log_dir.join("data").join(id);
-            args.extend(strings(&["--data-dir", &data.to_string_lossy()]));
+            let home = self.log_dir.join(id);
+            args.extend(strings(&["--data-dir", &data_dir(&home).to_string_lossy()]));
             if let Some(kind) = &self.queue_type {
                 args.extend(strings(&["--queue-type", kind]));
             }
@@ -703,7 +734,7 @@ impl TestCluster {
             let log = self.log_dir.join(format!("{id}.log"));
             let binary = binaries().secondary.clone();
             async move {
-                let (process, url) = NodeProcess::spawn(id, &binary, args, log).await;
+                let (process, url) = NodeProcess::spawn(id, &binary, args, home, log).await;
                 (id.to_string(), process, url)
             }
         });
@@ -1161,6 +1192,11 @@ pub fn assert_created(status: StatusCode, body: &Value, content: &str, w: u64) -
         .as_u64()
         .filter(|order| *order >= 1)
         .unwrap_or_else(|| panic!("order must be a positive integer: {body}"))
+}
+
+/// A node's `--data-dir`, inside its working directory.
+fn data_dir(home: &Path) -> PathBuf {
+    home.join("data")
 }
 
 fn strings(items: &[&str]) -> Vec<String> {

@@ -163,7 +163,28 @@ async fn eight_concurrent_writers_agree_on_one_order() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_secondary_catches_up_after_restart() {
-    let mut cluster = TestCluster::start().await;
+    killed_secondary_catches_up(TestCluster::builder(), false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_secondary_catches_up_on_quorum_queues_with_redeliveries() {
+    let builder = TestCluster::builder()
+        .queue_type("quorum")
+        .secondary_args("s1", &["--fail-rate", "0.3"])
+        .secondary_args("s2", &["--fail-rate", "0.3"]);
+    killed_secondary_catches_up(builder, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secondary_that_lost_its_state_catches_up() {
+    killed_secondary_catches_up(TestCluster::builder(), true).await;
+}
+
+/// S2 is SIGKILLed while writes stream in, misses more writes while dead, and is restarted
+/// (same id, same namespace) while writes go on: every node must end identical. With `wipe`,
+/// s2 also loses everything it stored, so it must fetch the whole log again.
+async fn killed_secondary_catches_up(builder: crate::helpers::ClusterBuilder, wipe: bool) {
+    let mut cluster = builder.start().await;
     let master = cluster.master.api();
     let before = random_writes("before", 60, 1..=2);
     let first_batch =
@@ -191,6 +212,9 @@ async fn a_killed_secondary_catches_up_after_restart() {
     answers.extend(write_all(&cluster.master, &down, 4, Duration::from_secs(60)).await);
 
     // Restart with the same id and namespace, and keep writing while it catches up.
+    if wipe {
+        cluster.secondary("s2").wipe_state();
+    }
     cluster.secondary_mut("s2").restart().await;
     let after = random_writes("after", 40, 1..=2);
     answers.extend(write_all(&cluster.master, &after, 4, Duration::from_secs(60)).await);
