@@ -1,0 +1,343 @@
+//! Typed HTTP requests against replog nodes, with every outcome a value rather than a panic.
+//!
+//! A checker has to tell apart "the write failed", "the write timed out waiting for its write
+//! concern" and "nobody knows what happened" (the response was lost), so [`WriteOutcome`] and
+//! [`RequestError`] keep those apart: [`RequestError::NotSent`] means the request provably never
+//! reached the node, every other error leaves the write's fate open.
+
+use replog_common::wire::{EntryMessage, MessagesPage};
+use reqwest::StatusCode;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// The body of `POST /messages`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Write {
+    /// The payload.
+    pub content: String,
+    /// Nodes that must hold the entry before the answer; the master's default when `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub w: Option<u64>,
+    /// The client's id, which makes retries safe.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    /// How long the master may wait for `w`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// A write the master acknowledged: `201` for a new entry, `200` for one it already held.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct WriteAck {
+    /// The entry's id.
+    pub message_id: String,
+    /// Its position.
+    pub order: u64,
+    /// Its content, as stored.
+    pub content: String,
+    /// The write concern that was met.
+    pub w: u64,
+    /// How many nodes held it when the master answered, by the master's count.
+    pub acks: u64,
+    /// Whether the log already held this write.
+    #[serde(default)]
+    pub duplicate: bool,
+}
+
+/// A `504`: the entry is in the master's log at `order` but its write concern was not met in
+/// time.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct WriteTimedOut {
+    /// The explanation.
+    pub error: String,
+    /// The entry's id.
+    pub message_id: String,
+    /// Its position.
+    pub order: u64,
+    /// How many nodes held it when the wait ended.
+    pub acks: u64,
+}
+
+/// Every answer the master can give to a write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// `201 Created`.
+    Created(WriteAck),
+    /// `200 OK`: the log already held this `message_id`.
+    Duplicate(WriteAck),
+    /// `504 Gateway Timeout`: appended, write concern not met in time.
+    TimedOut(WriteTimedOut),
+    /// `503 Service Unavailable`: the master is stopping. `order` is set when the write was
+    /// appended before the stop.
+    Unavailable {
+        /// The entry's position, if it was appended.
+        order: Option<u64>,
+        /// The message.
+        error: String,
+    },
+    /// Any other status, with the raw body.
+    Status {
+        /// The status code.
+        status: u16,
+        /// The body.
+        body: String,
+    },
+}
+
+/// A request whose answer never arrived, or arrived unreadable.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RequestError {
+    /// No connection could be made: the node never saw the request.
+    #[error("not sent: {0}")]
+    NotSent(String),
+    /// The client gave up waiting; the node may have acted on the request.
+    #[error("no answer in time: {0}")]
+    Timeout(String),
+    /// The connection failed after the request went out; the node may have acted on it.
+    #[error("answer lost: {0}")]
+    Lost(String),
+    /// An answer came but is not what the API promises.
+    #[error("unexpected answer ({status}): {detail}")]
+    BadBody {
+        /// The status code.
+        status: u16,
+        /// What was wrong, with the body.
+        detail: String,
+    },
+}
+
+impl RequestError {
+    fn from_reqwest(error: reqwest::Error) -> RequestError {
+        // `is_connect` first: a connect timeout is still a request that never went out.
+        let text = error_chain(&error);
+        if error.is_connect() {
+            RequestError::NotSent(text)
+        } else if error.is_timeout() {
+            RequestError::Timeout(text)
+        } else {
+            RequestError::Lost(text)
+        }
+    }
+}
+
+/// An error and its sources on one line: reqwest's own message rarely says what broke.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The master's `GET /health`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct MasterHealth {
+    /// `ok`.
+    pub status: String,
+    /// `master`.
+    pub role: String,
+    /// The end of its log.
+    pub last_order: u64,
+    /// Each configured secondary's acknowledged position.
+    pub secondaries: Vec<SecondaryPosition>,
+}
+
+/// One secondary's position as the master knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct SecondaryPosition {
+    /// Its id.
+    pub id: String,
+    /// Everything up to here it said it holds.
+    pub acked: u64,
+}
+
+/// A secondary's `GET /health`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct SecondaryHealth {
+    /// `ok`.
+    pub status: String,
+    /// `secondary`.
+    pub role: String,
+    /// Its id.
+    pub id: String,
+    /// The end of its contiguous, stored prefix.
+    pub applied: u64,
+    /// Entries waiting beyond a gap.
+    pub held_back: u64,
+}
+
+/// Requests against one node. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct NodeClient {
+    /// `http://127.0.0.1:PORT`, no trailing slash.
+    base: String,
+    /// Connection pool with the per-request timeout.
+    http: reqwest::Client,
+}
+
+/// The page size used when reading a whole log.
+pub const PAGE: u64 = 5_000;
+
+impl NodeClient {
+    /// A client for `base_url` whose requests give up after `timeout`; connecting gives up
+    /// after a second (a node that is down refuses at once; a frozen one still accepts).
+    pub fn new(base_url: &str, timeout: Duration) -> NodeClient {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(1).min(timeout))
+            .build()
+            .expect("the HTTP client builds");
+        NodeClient::with_client(base_url, http)
+    }
+
+    /// A client for `base_url` sharing an existing connection pool.
+    pub fn with_client(base_url: &str, http: reqwest::Client) -> NodeClient {
+        NodeClient {
+            base: base_url.trim_end_matches('/').to_owned(),
+            http,
+        }
+    }
+
+    /// The base URL.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// `POST /messages`.
+    pub async fn post_message(&self, write: &Write) -> Result<WriteOutcome, RequestError> {
+        let response = self
+            .http
+            .post(format!("{}/messages", self.base))
+            .json(write)
+            .send()
+            .await
+            .map_err(RequestError::from_reqwest)?;
+        let status = response.status();
+        let body = response.text().await.map_err(RequestError::from_reqwest)?;
+        let bad = |detail: String| RequestError::BadBody {
+            status: status.as_u16(),
+            detail: format!("{detail}: {body:?}"),
+        };
+        Ok(match status {
+            StatusCode::CREATED | StatusCode::OK => {
+                let ack: WriteAck = serde_json::from_str(&body).map_err(|e| bad(e.to_string()))?;
+                if status == StatusCode::OK {
+                    WriteOutcome::Duplicate(ack)
+                } else {
+                    WriteOutcome::Created(ack)
+                }
+            }
+            StatusCode::GATEWAY_TIMEOUT => {
+                WriteOutcome::TimedOut(serde_json::from_str(&body).map_err(|e| bad(e.to_string()))?)
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                let value: serde_json::Value =
+                    serde_json::from_str(&body).map_err(|e| bad(e.to_string()))?;
+                WriteOutcome::Unavailable {
+                    order: value["order"].as_u64(),
+                    error: value["error"].as_str().unwrap_or_default().to_owned(),
+                }
+            }
+            other => WriteOutcome::Status {
+                status: other.as_u16(),
+                body,
+            },
+        })
+    }
+
+    /// `GET /messages?from=&limit=`.
+    pub async fn messages_page(
+        &self,
+        from: u64,
+        limit: u64,
+    ) -> Result<Vec<EntryMessage>, RequestError> {
+        let page: MessagesPage = self
+            .get_json(&format!("/messages?from={from}&limit={limit}"))
+            .await?;
+        Ok(page.messages)
+    }
+
+    /// The whole log, page by page.
+    pub async fn all_messages(&self) -> Result<Vec<EntryMessage>, RequestError> {
+        let mut all = Vec::new();
+        loop {
+            let page = self.messages_page(all.len() as u64 + 1, PAGE).await?;
+            let short = (page.len() as u64) < PAGE;
+            all.extend(page);
+            if short {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// The master's `GET /health`.
+    pub async fn master_health(&self) -> Result<MasterHealth, RequestError> {
+        self.get_json("/health").await
+    }
+
+    /// A secondary's `GET /health`.
+    pub async fn secondary_health(&self) -> Result<SecondaryHealth, RequestError> {
+        self.get_json("/health").await
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path_and_query: &str,
+    ) -> Result<T, RequestError> {
+        let response = self
+            .http
+            .get(format!("{}{path_and_query}", self.base))
+            .send()
+            .await
+            .map_err(RequestError::from_reqwest)?;
+        let status = response.status();
+        let body = response.text().await.map_err(RequestError::from_reqwest)?;
+        if status != StatusCode::OK {
+            return Err(RequestError::BadBody {
+                status: status.as_u16(),
+                detail: format!("GET {path_and_query}: {body:?}"),
+            });
+        }
+        serde_json::from_str(&body).map_err(|e| RequestError::BadBody {
+            status: status.as_u16(),
+            detail: format!("GET {path_and_query}: {e}: {body:?}"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_leaves_out_what_it_does_not_set() {
+        let write = Write {
+            content: "x".into(),
+            w: Some(2),
+            message_id: None,
+            timeout_ms: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&write).unwrap(),
+            r#"{"content":"x","w":2}"#
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_not_sent() {
+        // A port we just proved free, so nothing listens there.
+        let port = crate::ports::free_port().unwrap();
+        let client = NodeClient::new(&format!("http://127.0.0.1:{port}/"), Duration::from_secs(2));
+        let write = Write {
+            content: "x".into(),
+            w: None,
+            message_id: None,
+            timeout_ms: None,
+        };
+        let error = client.post_message(&write).await.unwrap_err();
+        assert!(matches!(error, RequestError::NotSent(_)), "{error}");
+    }
+}

@@ -1,0 +1,37 @@
+//! Process control for replog's tests and its chaos checker.
+//!
+//! Everything here drives real processes from the outside, the way an operator (or a crash)
+//! would: no node code is linked in, only the wire types of `replog-common`.
+//!
+//! - [`broker`]: [`PrivateBroker`], a RabbitMQ node of its own on free ports, which can be
+//!   stopped, started again on the same data, killed with SIGKILL, frozen and thawed. It never
+//!   touches the machine's shared broker.
+//! - [`binaries`]: builds `master` and `secondary` once per process and finds them.
+//! - [`node`]: [`Node`], one `master` or `secondary` process: spawned, read for its
+//!   `listening on` line with a deadline, killed, frozen, terminated and restarted with the same
+//!   command line.
+//! - [`cluster`]: a master and its secondaries on ports fixed up front, so that URLs (and the
+//!   secondaries' `--master-url`) stay valid across restarts.
+//! - [`client`]: typed `POST /messages`, `GET /messages` and `GET /health`.
+//! - [`ports`]: free ports outside the kernel's ephemeral range, safe to reuse after a restart.
+//! - [`wait`]: polling a condition until a deadline, never a bare sleep.
+
+pub mod binaries;
+pub mod broker;
+pub mod client;
+pub mod cluster;
+pub mod node;
+pub mod ports;
+mod signal;
+pub mod wait;
+
+pub use binaries::{Binaries, BinaryError, Profile};
+pub use broker::{BrokerError, BrokerOptions, PrivateBroker};
+pub use client::{
+    MasterHealth, NodeClient, RequestError, SecondaryHealth, SecondaryPosition, Write, WriteAck,
+    WriteOutcome, WriteTimedOut,
+};
+pub use cluster::{Cluster, ClusterSpec};
+pub use node::{Node, NodeError, NodeSpec};
+pub use ports::{free_port, PortError};
+pub use wait::{wait_for, WaitTimeout};
