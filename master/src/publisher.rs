@@ -164,7 +164,8 @@ impl Publisher {
                     Ok(_) => break,
                     Err(error) => {
                         tracing::error!(%error, %next, "cannot read entries to publish; retrying");
-                        break;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
                     }
                 };
                 for entry in &entries {

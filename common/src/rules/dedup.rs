@@ -9,17 +9,21 @@ use std::collections::HashMap;
 pub enum DedupMode {
     /// Equal `message_id`s (client-chosen, or a fresh UUID when absent) are the same entry.
     Id,
-    /// Equal `content` is the same entry, as the earlier implementation deduplicated.
+    /// Equal `content` is the same entry too, as the earlier implementation deduplicated.
+    /// A known `message_id` still counts, so a client's retry is always safe.
     Content,
 }
 
-/// Maps the dedup key of every entry in the log to its position.
+/// Maps every entry's message id (and, with [`DedupMode::Content`], its content) to its
+/// position, so that a write the log already holds is answered with the existing entry.
 #[derive(Debug)]
 pub struct DedupIndex {
-    /// Which field is the key.
+    /// Whether content is a key too.
     mode: DedupMode,
-    /// Key to position; the key is the message id or the content, per `mode`.
-    positions: HashMap<String, Order>,
+    /// Message id to position: always kept, since message ids are unique in the log.
+    by_id: HashMap<MessageId, Order>,
+    /// Content to position, kept only with [`DedupMode::Content`].
+    by_content: HashMap<String, Order>,
 }
 
 impl DedupIndex {
@@ -27,36 +31,40 @@ impl DedupIndex {
     pub fn new(mode: DedupMode) -> DedupIndex {
         DedupIndex {
             mode,
-            positions: HashMap::new(),
-        }
-    }
-
-    fn key<'a>(&self, message_id: &'a MessageId, content: &'a str) -> &'a str {
-        match self.mode {
-            DedupMode::Id => message_id.as_str(),
-            DedupMode::Content => content,
+            by_id: HashMap::new(),
+            by_content: HashMap::new(),
         }
     }
 
     /// Where a write with this id and content already stands, if anywhere.
     pub fn find(&self, message_id: &MessageId, content: &str) -> Option<Order> {
-        self.positions.get(self.key(message_id, content)).copied()
+        let by_content = || match self.mode {
+            DedupMode::Id => None,
+            DedupMode::Content => self.by_content.get(content).copied(),
+        };
+        self.by_id.get(message_id).copied().or_else(by_content)
     }
 
     /// Records an entry that was appended to the log.
     pub fn record(&mut self, entry: &Entry) {
-        let key = self.key(&entry.message_id, &entry.content).to_owned();
-        self.positions.entry(key).or_insert(entry.order);
+        self.by_id
+            .entry(entry.message_id.clone())
+            .or_insert(entry.order);
+        if self.mode == DedupMode::Content {
+            self.by_content
+                .entry(entry.content.clone())
+                .or_insert(entry.order);
+        }
     }
 
-    /// How many distinct keys are indexed.
+    /// How many entries are indexed.
     pub fn len(&self) -> usize {
-        self.positions.len()
+        self.by_id.len()
     }
 
     /// Whether the index is empty.
     pub fn is_empty(&self) -> bool {
-        self.positions.is_empty()
+        self.by_id.is_empty()
     }
 }
 
@@ -83,12 +91,14 @@ mod tests {
     }
 
     #[test]
-    fn content_mode_matches_on_content_only() {
+    fn content_mode_matches_on_content_or_id() {
         let mut index = DedupIndex::new(DedupMode::Content);
         index.record(&entry(1, "a", "hello"));
+        let a = MessageId::parse("a").unwrap();
         let b = MessageId::parse("b").unwrap();
         assert_eq!(index.find(&b, "hello"), Some(Order(1)));
         assert_eq!(index.find(&b, "hello!"), None);
+        assert_eq!(index.find(&a, "a retry with other content"), Some(Order(1)));
     }
 
     #[test]
@@ -100,6 +110,6 @@ mod tests {
             index.find(&MessageId::parse("c").unwrap(), "x"),
             Some(Order(1))
         );
-        assert_eq!(index.len(), 1);
+        assert_eq!(index.len(), 2, "both entries stay findable by id");
     }
 }
