@@ -471,6 +471,31 @@ impl MasterNode {
     pub fn api(&self) -> NodeApi {
         self.api.clone()
     }
+
+    /// SIGKILL: what the master did not store is lost; its data directory stays.
+    pub async fn kill(&mut self) {
+        self.process.kill().await;
+    }
+
+    /// Starts it again on the same address, with the same flags and data directory, so that
+    /// the secondaries' `--master-url` still points at it.
+    pub async fn restart(&mut self) {
+        let address = self
+            .api
+            .url
+            .strip_prefix("http://")
+            .expect("an http URL")
+            .to_owned();
+        let listen = self
+            .process
+            .args
+            .iter()
+            .position(|arg| arg == "--listen")
+            .expect("the master was started with --listen");
+        self.process.args[listen + 1] = address;
+        let url = self.process.restart().await;
+        assert_eq!(url, self.api.url, "the master came back on another address");
+    }
 }
 
 /// `cluster.master.post_message(..)` reads better than going through a field each time.

@@ -8,12 +8,14 @@
 //! - [`iteration2`]: write concern, visible temporary inconsistency, deduplication, total order.
 //! - [`iteration3`]: the self-check scenario, redeliveries, crashes and catch-up, timeouts, and
 //!   clients that never wait on one another.
+//! - [`durability`]: nodes killed with SIGKILL come back with what they stored.
 //! - [`paging`]: `GET /messages?from=&limit=`.
 //! - [`startup`]: the one stdout line every node prints once bound.
 //!
 //! The broker is `REPLOG_AMQP_URL` (default the local RabbitMQ, guest/guest);
 //! `REPLOG_TEST_LOGS=1` shows node logs live instead of only the tail of a failed test's.
 
+mod durability;
 mod helpers;
 mod iteration1;
 mod iteration2;

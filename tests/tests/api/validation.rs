@@ -178,6 +178,10 @@ async fn message_id_must_be_a_non_empty_string() {
             "object id",
             r#"{"content": "a", "w": 1, "message_id": {}}"#.to_owned(),
         ),
+        (
+            "id over 256 bytes",
+            json!({"content": "a", "w": 1, "message_id": "x".repeat(257)}).to_string(),
+        ),
     ];
     assert_all_rejected(&cluster, &cases).await;
 }
@@ -253,6 +257,7 @@ async fn bad_paging_parameters_are_refused() {
     let (status, answer) = cluster.master.post_message(&write("only", 1)).await;
     assert_created(status, &answer, "only", 1);
     for query in [
+        "from=0",
         "from=abc",
         "from=-1",
         "from=1.5",

@@ -1,0 +1,84 @@
+//! Durability: a node killed with SIGKILL comes back with every entry it stored, on the same data
+//! directory, and the cluster goes on as if nothing happened.
+
+use crate::helpers::{
+    assert_created, assert_well_formed, contents, random_writes, write_all, TestCluster, DEADLINE,
+};
+use reqwest::StatusCode;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_master_keeps_its_log_its_numbering_and_its_dedup_index() {
+    let mut cluster = TestCluster::start().await;
+    let (status, answer) = cluster
+        .master
+        .post_message(&json!({"content": "kept", "message_id": "keep-1", "w": 3}))
+        .await;
+    assert_created(status, &answer, "kept", 3);
+    let writes = random_writes("before", 20, 1..=3);
+    write_all(&cluster.master, &writes, 4, DEADLINE).await;
+    let before = cluster.wait_for_convergence(21).await;
+
+    cluster.master.kill().await;
+    // The secondaries still serve reads while the master is down.
+    for id in ["s1", "s2"] {
+        assert_eq!(cluster.secondary(id).messages().await, before, "{id}");
+    }
+
+    cluster.master.restart().await;
+    assert_eq!(
+        cluster.master.messages().await,
+        before,
+        "the restarted master lost or changed acknowledged entries"
+    );
+    let health = cluster.master.health().await;
+    assert_eq!(health["last_order"], 21, "{health}");
+
+    // The dedup index came back with the log.
+    let (status, again) = cluster
+        .master
+        .post_message(&json!({"content": "kept", "message_id": "keep-1", "w": 3}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["duplicate"], true, "{again}");
+    assert_eq!(again["order"], 1, "{again}");
+
+    // Numbering continues, and new writes reach every node again.
+    let (status, answer) = cluster
+        .master
+        .post_message(&json!({"content": "after"}))
+        .await;
+    assert_eq!(assert_created(status, &answer, "after", 3), 22);
+    let writes = random_writes("after", 10, 1..=3);
+    write_all(&cluster.master, &writes, 4, DEADLINE).await;
+    let log = cluster.wait_for_convergence(32).await;
+    assert_well_formed(&log);
+    assert_eq!(&log[..21], &before[..]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_secondary_shows_what_it_stored_at_once() {
+    let mut cluster = TestCluster::start().await;
+    let writes = random_writes("stored", 15, 3..=3);
+    write_all(&cluster.master, &writes, 4, DEADLINE).await;
+    let before = cluster.wait_for_convergence(15).await;
+
+    cluster.secondary_mut("s2").kill().await;
+    cluster.secondary_mut("s2").restart().await;
+    // Asked as soon as it listens: a node that reloads its log shows everything it acked.
+    let shown = cluster.secondary("s2").messages().await;
+    assert_eq!(
+        contents(&shown),
+        contents(&before),
+        "s2 acked all 15 entries before it was killed"
+    );
+    let health = cluster.secondary("s2").health().await;
+    assert_eq!(health["applied"], 15, "{health}");
+
+    let (status, answer) = cluster
+        .master
+        .post_message(&json!({"content": "next"}))
+        .await;
+    assert_eq!(assert_created(status, &answer, "next", 3), 16);
+    cluster.wait_for_convergence(16).await;
+}
