@@ -1,0 +1,740 @@
+//! The checks: pure functions from what was recorded (the client history, the healed logs, the
+//! nodes' log evidence, the `/health` samples) to violations. No I/O, so each rule is tested
+//! on hand-made histories.
+//!
+//! # What is proven, and what is not
+//!
+//! Proven by the final logs and the history alone (no trust in the nodes' own reports):
+//! - every node holds the same sequence: same message_ids, same orders, same contents, orders
+//!   `1..=N` without gaps, no message_id twice;
+//! - every write acknowledged (`201`/`200`) is in that sequence exactly once, at the order its
+//!   answer named, with the content the client sent; every write the master said it appended
+//!   (`504`, or `503` with an order) is there too, at that order;
+//! - nothing is there that no client sent: every entry's message_id and content are a recorded
+//!   write's; a write that was never sent (connection refused) or was refused (`4xx`) is absent;
+//! - a write whose answer was lost or timed out is there at most once (ids are unique and every
+//!   attempt reuses the write's id, so "twice" would show as a repeated id);
+//! - every success answer has `w` as asked and `w <= acks <= 3`.
+//!
+//! Shown from the nodes' own logs (sound if the nodes' log lines tell the truth; see
+//! [`crate::evidence`]): for each acknowledged write with `w = k`, at least `k` nodes (the master
+//! included) had logged storing that order durably, or had recovered it at a start, *before* the
+//! master logged the acknowledgement (or, if that line is missing, before the client received
+//! it), and at least as many as the `acks` the master reported. Also: no node ever recovered
+//! fewer entries at a restart than it had logged as stored before.
+//!
+//! Shown from `/health` samples (sound because a node's stored prefix may only grow): no node's
+//! position ever went backwards, and whenever the master reported a secondary's acknowledged
+//! position, every later look at that secondary showed at least that much.
+//!
+//! Not proven: that "stored" means on stable media (SIGKILL keeps the page cache; a power cut
+//! is not simulated), that the entry a node held at an order before the end is the one it holds
+//! at the end (it follows from append-only logs and the restart check, not from a snapshot at
+//! acknowledgement time), and anything about timing that the wall clock cannot order (events
+//! within the same microsecond).
+
+use crate::evidence::NodeLog;
+use crate::history::{AttemptResult, Op, OpStatus};
+use crate::sampler::Sample;
+use replog_common::wire::EntryMessage;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// The kinds of violation, each one a broken promise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Check {
+    /// The nodes did not reach the same log before the deadline.
+    NoConvergence,
+    /// A node process ended without being told to.
+    NodeCrashed,
+    /// A log has a gap, a repeated order or a repeated message_id.
+    MalformedLog,
+    /// Two nodes hold different sequences.
+    Divergence,
+    /// An acknowledged write is not in the log.
+    AckedWriteMissing,
+    /// A write is at another order than its answer named, or answers named different orders.
+    OrderMismatch,
+    /// A write the master said it appended (504/503 with an order) is not in the log.
+    AppendedWriteMissing,
+    /// A write that was never sent or was refused is in the log.
+    FailedWriteApplied,
+    /// An entry no client sent, or with content no client sent.
+    UnknownEntry,
+    /// The same write (content) appears more than once.
+    Duplicate,
+    /// A success answer that contradicts the request (`acks < w`, another content, ...).
+    BadAckResponse,
+    /// Fewer than `w` nodes had stored the entry when the master acknowledged it.
+    WriteConcernNotMet,
+    /// The master reported more holders than had stored the entry.
+    AcksOverstated,
+    /// A node restarted with fewer entries than it had stored.
+    StoredEntriesLost,
+    /// A node's `/health` position went down.
+    PositionWentBack,
+    /// The master reported a secondary position that the secondary did not hold.
+    AckedBeyondHeld,
+}
+
+impl Check {
+    /// A short description for the summary.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Check::NoConvergence => "nodes did not converge",
+            Check::NodeCrashed => "node exited on its own",
+            Check::MalformedLog => "gap, repeated order or repeated id in a log",
+            Check::Divergence => "nodes hold different sequences",
+            Check::AckedWriteMissing => "acknowledged write missing",
+            Check::OrderMismatch => "write at another order than answered",
+            Check::AppendedWriteMissing => "write answered 504/503-with-order missing",
+            Check::FailedWriteApplied => "never-sent or refused write present",
+            Check::UnknownEntry => "entry no client sent",
+            Check::Duplicate => "write present more than once",
+            Check::BadAckResponse => "success answer contradicts the request",
+            Check::WriteConcernNotMet => "acknowledged before w nodes stored it",
+            Check::AcksOverstated => "acks larger than the nodes that stored it",
+            Check::StoredEntriesLost => "node recovered less than it had stored",
+            Check::PositionWentBack => "node position went backwards",
+            Check::AckedBeyondHeld => "master counted a position the secondary did not hold",
+        }
+    }
+}
+
+/// One broken promise, with the evidence.
+#[derive(Debug, Clone, Serialize)]
+pub struct Violation {
+    /// Which promise.
+    pub check: Check,
+    /// What was seen.
+    pub detail: String,
+}
+
+/// Everything the checks look at.
+#[derive(Debug, Clone, Copy)]
+pub struct Observations<'a> {
+    /// The client history.
+    pub ops: &'a [Op],
+    /// The nodes, master first.
+    pub names: &'a [String],
+    /// Each node's final log, in the order of `names`.
+    pub final_logs: &'a [Vec<EntryMessage>],
+    /// Each node's parsed log file, in the order of `names`.
+    pub node_logs: &'a [NodeLog],
+    /// `/health` samples of every node.
+    pub samples: &'a [Sample],
+}
+
+/// What the write-concern evidence covered.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EvidenceSummary {
+    /// Acknowledged answers checked against node logs.
+    pub acks_checked: usize,
+    /// Of those, how many were timed by the master's own `write acknowledged` line (the others
+    /// by the client's receive time, a later and so weaker bound).
+    pub acks_timed_by_master_log: usize,
+    /// Acknowledged answers per `w`.
+    pub acks_by_w: BTreeMap<u64, usize>,
+    /// The smallest gap seen between the `w`-th node storing an entry and its acknowledgement,
+    /// in µs: how close the system came to a violation.
+    pub min_margin_us: Option<u64>,
+    /// Node restarts whose recovered log was compared with what they had stored.
+    pub restarts_checked: usize,
+    /// `/health` samples taken.
+    pub samples: usize,
+    /// Master-reported secondary positions compared with the secondary's own later answers.
+    pub acked_positions_checked: usize,
+}
+
+/// The outcome of the checks.
+#[derive(Debug, Clone, Default)]
+pub struct Checked {
+    /// Every violation found.
+    pub violations: Vec<Violation>,
+    /// What the evidence covered.
+    pub evidence: EvidenceSummary,
+}
+
+/// Runs every check.
+pub fn check(obs: Observations<'_>) -> Checked {
+    let mut out = Checked::default();
+    let mut violation =
+        |check: Check, detail: String| out.violations.push(Violation { check, detail });
+    let reference: &[EntryMessage] = obs.final_logs.first().map(Vec::as_slice).unwrap_or(&[]);
+
+    // The logs themselves.
+    for (name, log) in obs.names.iter().zip(obs.final_logs) {
+        if let Some(problem) = malformed(log) {
+            violation(Check::MalformedLog, format!("{name}: {problem}"));
+        }
+    }
+    for (name, log) in obs.names.iter().zip(obs.final_logs).skip(1) {
+        if let Some(difference) = first_difference(reference, log) {
+            violation(
+                Check::Divergence,
+                format!("{} vs {name}: {difference}", obs.names[0]),
+            );
+        }
+    }
+
+    // Every entry against the history.
+    let by_id: HashMap<&str, &Op> = obs
+        .ops
+        .iter()
+        .map(|op| (op.message_id.as_str(), op))
+        .collect();
+    for (name, log) in obs.names.iter().zip(obs.final_logs) {
+        let mut contents: HashMap<&str, u64> = HashMap::new();
+        for entry in log {
+            match by_id.get(entry.message_id.as_str()) {
+                None => violation(
+                    Check::UnknownEntry,
+                    format!("{name}: entry {} has message_id {:?}, which no client sent", entry.order, entry.message_id),
+                ),
+                Some(op) if op.content != entry.content => violation(
+                    Check::UnknownEntry,
+                    format!(
+                        "{name}: entry {} ({}) holds {:?}, but the client sent {:?}",
+                        entry.order, entry.message_id, entry.content, op.content
+                    ),
+                ),
+                Some(op) if op.status() == OpStatus::Failed => violation(
+                    Check::FailedWriteApplied,
+                    format!(
+                        "{name}: entry {} ({}) is a write whose every attempt was never sent or refused: {:?}",
+                        entry.order, entry.message_id, op.attempts.iter().map(|a| &a.result).collect::<Vec<_>>()
+                    ),
+                ),
+                Some(_) => {}
+            }
+            if let Some(first) = contents.insert(entry.content.as_str(), entry.order) {
+                violation(
+                    Check::Duplicate,
+                    format!(
+                        "{name}: content {:?} at orders {first} and {}",
+                        entry.content, entry.order
+                    ),
+                );
+            }
+        }
+    }
+
+    // Every write against the log.
+    let position: HashMap<&str, &EntryMessage> = reference
+        .iter()
+        .map(|entry| (entry.message_id.as_str(), entry))
+        .collect();
+    for op in obs.ops {
+        let named: HashSet<u64> = op
+            .attempts
+            .iter()
+            .filter_map(|a| a.result.order())
+            .collect();
+        if named.len() > 1 {
+            violation(
+                Check::OrderMismatch,
+                format!(
+                    "{}: answers named different orders {named:?}",
+                    op.message_id
+                ),
+            );
+        }
+        let status = op.status();
+        if matches!(status, OpStatus::Acknowledged | OpStatus::Appended) {
+            let missing = if status == OpStatus::Acknowledged {
+                Check::AckedWriteMissing
+            } else {
+                Check::AppendedWriteMissing
+            };
+            match position.get(op.message_id.as_str()) {
+                None => {
+                    violation(
+                        missing,
+                        format!(
+                        "{} (w={}, orders named {named:?}) is not in {}'s final log; attempts: {}",
+                        op.message_id,
+                        op.w,
+                        obs.names.first().map(String::as_str).unwrap_or("the master"),
+                        describe_attempts(op)
+                    ),
+                    )
+                }
+                Some(entry) if !named.contains(&entry.order) => violation(
+                    Check::OrderMismatch,
+                    format!(
+                        "{} is at order {} but answers named {named:?}",
+                        op.message_id, entry.order
+                    ),
+                ),
+                Some(_) => {}
+            }
+        }
+        for (_, ack) in op.acks() {
+            let mut wrong = Vec::new();
+            if ack.message_id != op.message_id {
+                wrong.push(format!("message_id {:?}", ack.message_id));
+            }
+            if ack.content != op.content {
+                wrong.push(format!("content {:?}", ack.content));
+            }
+            if ack.w != op.w {
+                wrong.push(format!("w {} (asked {})", ack.w, op.w));
+            }
+            if ack.acks < op.w || ack.acks > obs.names.len() as u64 {
+                wrong.push(format!(
+                    "acks {} outside {}..={}",
+                    ack.acks,
+                    op.w,
+                    obs.names.len()
+                ));
+            }
+            if !wrong.is_empty() {
+                violation(
+                    Check::BadAckResponse,
+                    format!("{} answered with {}", op.message_id, wrong.join(", ")),
+                );
+            }
+        }
+    }
+
+    // Write concern at acknowledgement time, from the node logs.
+    if obs.node_logs.len() == obs.names.len() {
+        let len = reference.len() as u64;
+        let holds: Vec<Vec<Option<u64>>> = obs
+            .node_logs
+            .iter()
+            .map(|log| log.earliest_hold(len))
+            .collect();
+        let master_acks: HashMap<&str, Vec<&crate::evidence::Acknowledged>> = obs.node_logs[0]
+            .acknowledged
+            .iter()
+            .fold(HashMap::new(), |mut map, line| {
+                map.entry(line.message_id.as_str()).or_default().push(line);
+                map
+            });
+        for op in obs.ops {
+            for (attempt, ack) in op.acks() {
+                let line = master_acks.get(op.message_id.as_str()).and_then(|lines| {
+                    lines
+                        .iter()
+                        .filter(|line| {
+                            line.at_us >= attempt.sent_us && line.at_us <= attempt.done_us
+                        })
+                        .max_by_key(|line| line.at_us)
+                });
+                let at = line.map_or(attempt.done_us, |line| line.at_us);
+                out.evidence.acks_checked += 1;
+                out.evidence.acks_timed_by_master_log += usize::from(line.is_some());
+                *out.evidence.acks_by_w.entry(ack.w).or_default() += 1;
+                let mut times: Vec<u64> = holds
+                    .iter()
+                    .filter_map(|node| node.get(ack.order as usize).copied().flatten())
+                    .filter(|stored| *stored <= at)
+                    .collect();
+                times.sort_unstable();
+                let holders = times.len() as u64;
+                let who: Vec<&str> = obs
+                    .names
+                    .iter()
+                    .zip(&holds)
+                    .filter(|(_, node)| {
+                        node.get(ack.order as usize)
+                            .copied()
+                            .flatten()
+                            .is_some_and(|t| t <= at)
+                    })
+                    .map(|(name, _)| name.as_str())
+                    .collect();
+                let when = if line.is_some() {
+                    "the master logged the acknowledgement"
+                } else {
+                    "the client got the answer"
+                };
+                if holders < op.w {
+                    out.violations.push(Violation {
+                        check: Check::WriteConcernNotMet,
+                        detail: format!(
+                            "{} (order {}, w={}, acks={}) was acknowledged at {at} µs but only {who:?} had stored it by then ({when}); later stores: {}",
+                            op.message_id, ack.order, op.w, ack.acks, later_stores(obs.names, &holds, ack.order, at)
+                        ),
+                    });
+                } else {
+                    if holders < ack.acks {
+                        out.violations.push(Violation {
+                            check: Check::AcksOverstated,
+                            detail: format!(
+                                "{} (order {}, w={}) answered acks={} but only {who:?} had stored it by {at} µs ({when})",
+                                op.message_id, ack.order, op.w, ack.acks
+                            ),
+                        });
+                    }
+                    let kth = times[op.w as usize - 1];
+                    let margin = at - kth;
+                    out.evidence.min_margin_us =
+                        Some(out.evidence.min_margin_us.map_or(margin, |m| m.min(margin)));
+                }
+            }
+        }
+        for log in obs.node_logs {
+            out.evidence.restarts_checked += log.starts.len().saturating_sub(1);
+            for (start, stored) in log.lost_across_restarts() {
+                out.violations.push(Violation {
+                    check: Check::StoredEntriesLost,
+                    detail: format!(
+                        "{} started at {} µs with {} entries after logging {} as stored",
+                        log.name, start.at_us, start.recovered, stored
+                    ),
+                });
+            }
+        }
+    }
+
+    check_samples(obs, &mut out);
+    out
+}
+
+/// Positions only grow; and what the master says a secondary acked, the secondary holds.
+fn check_samples(obs: Observations<'_>, out: &mut Checked) {
+    out.evidence.samples = obs.samples.len();
+    let mut per_node: BTreeMap<usize, Vec<&Sample>> = BTreeMap::new();
+    for sample in obs.samples {
+        per_node.entry(sample.node).or_default().push(sample);
+    }
+    for samples in per_node.values_mut() {
+        samples.sort_by_key(|s| s.sent_us);
+    }
+    for (node, samples) in &per_node {
+        let name = obs.names.get(*node).map(String::as_str).unwrap_or("?");
+        let mut highest: Option<&Sample> = None;
+        for sample in samples {
+            if let Some(before) = highest {
+                // Only samples that did not overlap in time are ordered.
+                if before.done_us < sample.sent_us && sample.position < before.position {
+                    out.violations.push(Violation {
+                        check: Check::PositionWentBack,
+                        detail: format!(
+                            "{name} reported {} at {} µs, then {} at {} µs",
+                            before.position, before.done_us, sample.position, sample.sent_us
+                        ),
+                    });
+                }
+            }
+            if highest.is_none_or(|h| sample.position > h.position) {
+                highest = Some(sample);
+            }
+        }
+    }
+    // The master's claims about each secondary, against the secondary's later answers.
+    let Some(master_samples) = per_node.get(&0) else {
+        return;
+    };
+    for (node, name) in obs.names.iter().enumerate().skip(1) {
+        let Some(samples) = per_node.get(&node) else {
+            continue;
+        };
+        let mut claims = master_samples
+            .iter()
+            .filter_map(|m| {
+                m.acked
+                    .iter()
+                    .find(|(id, _)| id == name)
+                    .map(|(_, acked)| (m.done_us, *acked))
+            })
+            .collect::<Vec<_>>();
+        claims.sort_unstable();
+        let mut claimed: Option<(u64, u64)> = None;
+        let mut next = 0;
+        for sample in samples {
+            while next < claims.len() && claims[next].0 < sample.sent_us {
+                if claimed.is_none_or(|(_, acked)| claims[next].1 > acked) {
+                    claimed = Some(claims[next]);
+                }
+                next += 1;
+            }
+            if let Some((at, acked)) = claimed {
+                out.evidence.acked_positions_checked += 1;
+                if sample.position < acked {
+                    out.violations.push(Violation {
+                        check: Check::AckedBeyondHeld,
+                        detail: format!(
+                            "the master reported {name} acked {acked} at {at} µs, but {name} reported applied={} at {} µs",
+                            sample.position, sample.sent_us
+                        ),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Where each node stored `order` after `at`, for a violation message.
+fn later_stores(names: &[String], holds: &[Vec<Option<u64>>], order: u64, at: u64) -> String {
+    names
+        .iter()
+        .zip(holds)
+        .map(
+            |(name, node)| match node.get(order as usize).copied().flatten() {
+                Some(t) if t <= at => format!("{name}: before"),
+                Some(t) => format!("{name}: {} µs after", t - at),
+                None => format!("{name}: no record"),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn describe_attempts(op: &Op) -> String {
+    op.attempts
+        .iter()
+        .map(|a| match &a.result {
+            AttemptResult::Acked(ack) => format!(
+                "[{}..{} µs] acked order={} acks={}",
+                a.sent_us, a.done_us, ack.order, ack.acks
+            ),
+            other => format!("[{}..{} µs] {other:?}", a.sent_us, a.done_us),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The first way a log breaks "orders 1..=N, each id once".
+fn malformed(log: &[EntryMessage]) -> Option<String> {
+    let mut ids = HashSet::new();
+    for (index, entry) in log.iter().enumerate() {
+        let expected = index as u64 + 1;
+        if entry.order != expected {
+            return Some(format!("entry #{expected} has order {}", entry.order));
+        }
+        if !ids.insert(entry.message_id.as_str()) {
+            return Some(format!(
+                "message_id {} appears again at order {}",
+                entry.message_id, entry.order
+            ));
+        }
+    }
+    None
+}
+
+/// Where two logs first differ, if they do.
+fn first_difference(a: &[EntryMessage], b: &[EntryMessage]) -> Option<String> {
+    for (index, (x, y)) in a.iter().zip(b).enumerate() {
+        if x != y {
+            return Some(format!("entry #{} differs: {x:?} vs {y:?}", index + 1));
+        }
+    }
+    (a.len() != b.len()).then(|| format!("{} entries vs {}", a.len(), b.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evidence::{Acknowledged, Started, Stored};
+    use crate::history::tests::{acked, op, unknown};
+
+    fn entry(order: u64, id: &str) -> EntryMessage {
+        EntryMessage {
+            message_id: id.to_owned(),
+            order,
+            content: format!("content of {id}"),
+        }
+    }
+
+    fn names() -> Vec<String> {
+        vec!["master".into(), "s1".into(), "s2".into()]
+    }
+
+    fn checks(
+        ops: &[Op],
+        logs: &[Vec<EntryMessage>],
+        node_logs: &[NodeLog],
+        samples: &[Sample],
+    ) -> Vec<Check> {
+        let names = names();
+        let mut found: Vec<Check> = check(Observations {
+            ops,
+            names: &names,
+            final_logs: logs,
+            node_logs,
+            samples,
+        })
+        .violations
+        .into_iter()
+        .map(|v| v.check)
+        .collect();
+        found.sort();
+        found.dedup();
+        found
+    }
+
+    #[test]
+    fn a_clean_history_passes() {
+        let ops = vec![
+            op("a", 1, vec![acked("a", 1, 1, 1)]),
+            op("b", 2, vec![unknown()]),
+            op("c", 3, vec![unknown(), unknown()]),
+        ];
+        let log = vec![entry(1, "a"), entry(2, "b")];
+        assert_eq!(
+            checks(&ops, &[log.clone(), log.clone(), log], &[], &[]),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn lost_moved_foreign_and_repeated_entries_are_caught() {
+        let ops = vec![
+            op("a", 1, vec![acked("a", 1, 1, 1)]),
+            op("b", 1, vec![AttemptResult::TimedOut { order: 2, acks: 1 }]),
+            op(
+                "f",
+                1,
+                vec![AttemptResult::NotSent {
+                    error: "refused".into(),
+                }],
+            ),
+        ];
+        // `a` lost, `b` lost.
+        let empty: Vec<EntryMessage> = vec![];
+        assert_eq!(
+            checks(&ops, &[empty.clone(), empty.clone(), empty], &[], &[]),
+            vec![Check::AckedWriteMissing, Check::AppendedWriteMissing]
+        );
+        // `a` at another order, a foreign entry, a never-sent write present, a gap.
+        let log = vec![entry(1, "x"), entry(2, "a"), entry(3, "b"), entry(4, "f")];
+        let found = checks(&ops, &[log.clone(), log.clone(), log], &[], &[]);
+        assert_eq!(
+            found,
+            vec![
+                Check::OrderMismatch,
+                Check::FailedWriteApplied,
+                Check::UnknownEntry
+            ]
+        );
+        // A repeated id is malformed; a shorter secondary diverges.
+        let twice = vec![entry(1, "a"), entry(2, "a")];
+        let found = checks(&ops, &[twice.clone(), vec![entry(1, "a")], twice], &[], &[]);
+        assert!(found.contains(&Check::MalformedLog), "{found:?}");
+        assert!(found.contains(&Check::Divergence), "{found:?}");
+        assert!(found.contains(&Check::Duplicate), "{found:?}");
+    }
+
+    #[test]
+    fn success_answers_must_match_the_request() {
+        let ops = vec![op("a", 3, vec![acked("a", 1, 3, 2)])];
+        let log = vec![entry(1, "a")];
+        assert_eq!(
+            checks(&ops, &[log.clone(), log.clone(), log], &[], &[]),
+            vec![Check::BadAckResponse]
+        );
+    }
+
+    fn node_log(
+        name: &str,
+        stored: &[(u64, u64)],
+        acknowledged: &[(u64, &str, u64, u64)],
+    ) -> NodeLog {
+        NodeLog {
+            name: name.into(),
+            stored: stored
+                .iter()
+                .map(|&(at_us, order)| Stored {
+                    at_us,
+                    first: order,
+                    last: order,
+                })
+                .collect(),
+            acknowledged: acknowledged
+                .iter()
+                .map(|&(at_us, id, w, acks)| Acknowledged {
+                    at_us,
+                    order: 1,
+                    message_id: id.into(),
+                    w,
+                    acks,
+                })
+                .collect(),
+            starts: vec![Started {
+                at_us: 0,
+                recovered: 0,
+            }],
+        }
+    }
+
+    #[test]
+    fn the_write_concern_is_checked_at_acknowledgement_time() {
+        // Attempt 0 of `a` runs from 0 to 500 µs; w=2 acknowledged at 400 µs.
+        let ops = vec![op("a", 2, vec![acked("a", 1, 2, 2)])];
+        let log = vec![entry(1, "a")];
+        let logs = [log.clone(), log.clone(), log];
+        let master = node_log("master", &[(100, 1)], &[(400, "a", 2, 2)]);
+        let in_time = [
+            master.clone(),
+            node_log("s1", &[(300, 1)], &[]),
+            node_log("s2", &[(900, 1)], &[]),
+        ];
+        assert_eq!(checks(&ops, &logs, &in_time, &[]), vec![]);
+        let too_late = [
+            master.clone(),
+            node_log("s1", &[(450, 1)], &[]),
+            node_log("s2", &[(900, 1)], &[]),
+        ];
+        assert_eq!(
+            checks(&ops, &logs, &too_late, &[]),
+            vec![Check::WriteConcernNotMet]
+        );
+        // acks=3 claimed while two nodes held it.
+        let ops = vec![op("a", 2, vec![acked("a", 1, 2, 3)])];
+        assert_eq!(
+            checks(&ops, &logs, &in_time, &[]),
+            vec![Check::AcksOverstated]
+        );
+    }
+
+    #[test]
+    fn a_restart_that_recovers_less_than_was_stored_is_caught() {
+        let mut s1 = node_log("s1", &[(100, 1), (200, 2)], &[]);
+        s1.starts.push(Started {
+            at_us: 300,
+            recovered: 1,
+        });
+        let ops = vec![
+            op("a", 1, vec![acked("a", 1, 1, 1)]),
+            op("b", 1, vec![acked("b", 2, 1, 1)]),
+        ];
+        let log = vec![entry(1, "a"), entry(2, "b")];
+        let logs = [log.clone(), log.clone(), log];
+        let master = node_log("master", &[(10, 1), (20, 2)], &[]);
+        let found = checks(&ops, &logs, &[master, s1, node_log("s2", &[], &[])], &[]);
+        assert_eq!(found, vec![Check::StoredEntriesLost]);
+    }
+
+    fn sample(node: usize, at: u64, position: u64, acked: &[(&str, u64)]) -> Sample {
+        Sample {
+            node,
+            sent_us: at,
+            done_us: at + 10,
+            position,
+            acked: acked.iter().map(|(id, a)| (id.to_string(), *a)).collect(),
+        }
+    }
+
+    #[test]
+    fn health_samples_must_never_go_back_or_claim_too_much() {
+        let good = vec![
+            sample(0, 100, 5, &[("s1", 3), ("s2", 0)]),
+            sample(1, 200, 4, &[]),
+            sample(1, 300, 5, &[]),
+        ];
+        assert_eq!(checks(&[], &[vec![], vec![], vec![]], &[], &good), vec![]);
+        let back = vec![sample(1, 100, 5, &[]), sample(1, 300, 4, &[])];
+        assert_eq!(
+            checks(&[], &[vec![], vec![], vec![]], &[], &back),
+            vec![Check::PositionWentBack]
+        );
+        let beyond = vec![sample(0, 100, 5, &[("s1", 5)]), sample(1, 200, 4, &[])];
+        assert_eq!(
+            checks(&[], &[vec![], vec![], vec![]], &[], &beyond),
+            vec![Check::AckedBeyondHeld]
+        );
+    }
+}
