@@ -2,7 +2,8 @@
 //! directory, and the cluster goes on as if nothing happened.
 
 use crate::helpers::{
-    assert_created, assert_well_formed, contents, random_writes, write_all, TestCluster, DEADLINE,
+    assert_created, assert_well_formed, contents, describe, join_within, random_writes, wait_for,
+    write, write_all, TestCluster, DEADLINE,
 };
 use reqwest::StatusCode;
 use serde_json::json;
@@ -81,4 +82,75 @@ async fn a_restarted_secondary_shows_what_it_stored_at_once() {
         .await;
     assert_eq!(assert_created(status, &answer, "next", 3), 16);
     cluster.wait_for_convergence(16).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_acknowledged_write_survives_a_master_crash_mid_stream() {
+    let mut cluster = TestCluster::start().await;
+    // Four clients write until the master dies under them.
+    let clients: Vec<_> = (0..4)
+        .map(|client| {
+            let master = cluster.master.api();
+            tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                for i in 0..500 {
+                    let content = format!("c{client}-{i}");
+                    let w = 1 + i % 2;
+                    match master.try_post_message(&write(&content, w)).await {
+                        Ok((StatusCode::CREATED, answer)) => acknowledged.push(answer),
+                        Ok((status, answer)) => panic!("{content}: {status} {answer}"),
+                        Err(_) => break,
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    let master = cluster.master.api();
+    wait_for(DEADLINE, "the master sequences 40 entries", || {
+        let master = master.clone();
+        async move {
+            let health = master.health().await;
+            match health["last_order"].as_u64() {
+                Some(last) if last >= 40 => Ok(()),
+                _ => Err(health.to_string()),
+            }
+        }
+    })
+    .await;
+    cluster.master.kill().await;
+    let mut acknowledged = Vec::new();
+    for client in clients {
+        acknowledged.extend(join_within(DEADLINE, "a client stops", client).await);
+    }
+    assert!(
+        acknowledged.len() >= 40,
+        "only {} acknowledged",
+        acknowledged.len()
+    );
+
+    cluster.master.restart().await;
+    let log = cluster.master.messages().await;
+    assert_well_formed(&log);
+    for answer in &acknowledged {
+        let order = answer["order"].as_u64().expect("an order") as usize;
+        let entry = log.get(order - 1).unwrap_or_else(|| {
+            panic!(
+                "acknowledged {answer} is gone after the restart: {}",
+                describe(&log)
+            )
+        });
+        assert_eq!(entry.content, answer["content"], "{answer}");
+        assert_eq!(entry.message_id, answer["message_id"], "{answer}");
+    }
+
+    // The cluster goes on: one write for every node, then every node holds the same log.
+    let (status, answer) = cluster
+        .master
+        .post_message(&write("after the crash", 3))
+        .await;
+    let order = assert_created(status, &answer, "after the crash", 3);
+    assert_eq!(order as usize, log.len() + 1, "{answer}");
+    let converged = cluster.wait_for_convergence(log.len() + 1).await;
+    assert_eq!(&converged[..log.len()], &log[..]);
 }

@@ -366,6 +366,23 @@ impl NodeApi {
             .await
     }
 
+    /// `POST /messages` with a JSON body; `Err` when no answer came (the node died).
+    pub async fn try_post_message(&self, body: &Value) -> Result<(StatusCode, Value), String> {
+        let response = self
+            .client
+            .post(format!("{}/messages", self.url))
+            .json(body)
+            .send()
+            .await
+            .map_err(|error| error.to_string())?;
+        let status = response.status();
+        let text = response.text().await.map_err(|error| error.to_string())?;
+        let body = serde_json::from_str(&text).map_err(|error| {
+            format!("{status} with a body that is not JSON ({error}): {text:?}")
+        })?;
+        Ok((status, body))
+    }
+
     /// `POST /messages` with any body and any (or no) `Content-Type`.
     pub async fn post_raw(
         &self,
