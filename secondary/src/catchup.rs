@@ -16,6 +16,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// How long nothing may be applied while the master is ahead before its log is fetched.
+const STUCK_AFTER: Duration = Duration::from_secs(3);
+
 /// Entries asked for in one request.
 const PAGE: u64 = 1000;
 
@@ -26,6 +29,8 @@ enum FetchError {
     Http(#[from] reqwest::Error),
     #[error("master answered {0}")]
     Status(reqwest::StatusCode),
+    #[error("master's /health has no last_order")]
+    Health,
     #[error("master sent a bad entry: {0}")]
     Wire(#[from] replog_common::wire::WireError),
 }
@@ -81,13 +86,20 @@ impl CatchUp {
     }
 
     /// Runs until `stop`.
-    pub async fn run(self, stop: CancellationToken) {
+    pub async fn run(self, subscribed: CancellationToken, stop: CancellationToken) {
+        // Entries published before the queue exists reach no queue: only once the consumer has
+        // declared and bound it does "everything up to the master's end" cover the whole gap.
+        tokio::select! {
+            _ = subscribed.cancelled() => {}
+            _ = stop.cancelled() => return,
+        }
         tokio::select! {
             _ = self.initial_catch_up() => {}
             _ = stop.cancelled() => return,
         }
         let mut ticker = tokio::time::interval((self.after / 2).max(Duration::from_millis(50)));
         let mut open_gap: Option<(Order, tokio::time::Instant)> = None;
+        let mut progress = (self.applied(), tokio::time::Instant::now());
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
@@ -95,6 +107,7 @@ impl CatchUp {
             }
             let Some((first, last)) = self.gap() else {
                 open_gap = None;
+                progress = self.check_not_stuck(progress).await;
                 continue;
             };
             match open_gap {
@@ -109,6 +122,49 @@ impl CatchUp {
                 _ => open_gap = Some((first, tokio::time::Instant::now())),
             }
         }
+    }
+
+    /// The safety net for a tail the queue lost (say, the queue was deleted and declared again
+    /// while entries were published): when nothing was applied for [`STUCK_AFTER`] and the
+    /// master's log is longer, fetch the difference. Returns the new progress mark.
+    async fn check_not_stuck(
+        &self,
+        (seen, since): (Order, tokio::time::Instant),
+    ) -> (Order, tokio::time::Instant) {
+        let applied = self.applied();
+        if applied != seen {
+            return (applied, tokio::time::Instant::now());
+        }
+        if since.elapsed() < STUCK_AFTER {
+            return (seen, since);
+        }
+        match self.master_last_order().await {
+            Ok(end) if end > applied => {
+                tracing::info!(applied = %applied, master = %end, "nothing arrived while the master is ahead; fetching from the master");
+                if let Err(error) = self.fetch_range(applied.next(), end).await {
+                    tracing::warn!(%error, "catch-up fetch failed; will retry");
+                }
+            }
+            Ok(_) => {}
+            Err(error) => tracing::debug!(%error, "cannot ask the master how far its log goes"),
+        }
+        (self.applied(), tokio::time::Instant::now())
+    }
+
+    async fn master_last_order(&self) -> Result<Order, FetchError> {
+        let response = self
+            .client
+            .get(format!("{}/health", self.master_url))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            return Err(FetchError::Status(response.status()));
+        }
+        let health: serde_json::Value = response.json().await?;
+        health["last_order"]
+            .as_u64()
+            .map(Order)
+            .ok_or(FetchError::Health)
     }
 
     /// Pages through the master's log from this node's position until it has seen the end.

@@ -38,11 +38,13 @@ pub struct ConsumerSettings {
 }
 
 /// Consumes until `stop`; then cancels the consumer, lets the applier settle what it holds
-/// (`applier_done`), and closes the channel.
+/// (`applier_done`), and closes the channel. `subscribed` is cancelled once the queue is
+/// declared, bound and consumed for the first time.
 pub async fn run(
     broker: Broker,
     settings: ConsumerSettings,
     inbox: mpsc::Sender<Incoming>,
+    subscribed: CancellationToken,
     stop: CancellationToken,
     applier_done: CancellationToken,
 ) {
@@ -59,6 +61,7 @@ pub async fn run(
             break;
         };
         tracing::info!(%queue, prefetch = settings.prefetch, "consuming entries");
+        subscribed.cancel();
         loop {
             let delivery = tokio::select! {
                 delivery = consumer.next() => delivery,

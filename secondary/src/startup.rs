@@ -120,10 +120,12 @@ impl Application {
             prefetch: config.prefetch,
             delay: config.delay(),
         };
+        let subscribed = CancellationToken::new();
         tasks.spawn(consumer::run(
             broker.clone(),
             settings,
             inbox_tx.clone(),
+            subscribed.clone(),
             stop.clone(),
             applier_done.clone(),
         ));
@@ -134,7 +136,7 @@ impl Application {
             Duration::from_millis(config.catchup_after_ms),
             config.delay(),
         );
-        tasks.spawn(catch_up.run(stop.clone()));
+        tasks.spawn(catch_up.run(subscribed, stop.clone()));
         tasks.spawn(ack_publisher::run(
             broker,
             topology,
