@@ -489,6 +489,19 @@ impl MasterNode {
         self.api.clone()
     }
 
+    /// Its data directory (`--data-dir`), for tests that damage files while it is down.
+    pub fn data_dir(&self) -> PathBuf {
+        data_dir(&self.process.home)
+    }
+
+    /// Its log so far; `None` when logs go to the terminal (`REPLOG_TEST_LOGS=1`).
+    pub fn log_text(&self) -> Option<String> {
+        if logs_inherited() {
+            return None;
+        }
+        Some(std::fs::read_to_string(&self.process.log).unwrap_or_default())
+    }
+
     /// SIGKILL: what the master did not store is lost; its data directory stays.
     pub async fn kill(&mut self) {
         self.process.kill().await;
@@ -559,6 +572,11 @@ impl SecondaryNode {
         self.process.kill().await;
     }
 
+    /// Its data directory (`--data-dir`), for tests that damage files while it is down.
+    pub fn data_dir(&self) -> PathBuf {
+        data_dir(&self.process.home)
+    }
+
     /// Deletes everything a killed secondary stored, as if its disk were replaced.
     pub fn wipe_state(&self) {
         assert!(
@@ -606,9 +624,17 @@ pub struct ClusterBuilder {
     secondary_args: Vec<(String, Vec<String>)>,
     /// `--queue-type` for every node, or the nodes' default.
     queue_type: Option<String>,
+    /// A broker of the test's own (a private node it may stop); the shared one when `None`.
+    amqp_url: Option<String>,
 }
 
 impl ClusterBuilder {
+    /// Points every node at this broker instead of the shared one.
+    pub fn amqp_url(mut self, url: &str) -> Self {
+        self.amqp_url = Some(url.to_owned());
+        self
+    }
+
     /// The master's `--secondaries`.
     pub fn secondaries(mut self, ids: &[&str]) -> Self {
         self.configured = ids.iter().map(|id| id.to_string()).collect();
@@ -647,8 +673,9 @@ impl ClusterBuilder {
     pub async fn start_master_only(self) -> TestCluster {
         let binaries = binaries();
         let namespace = format!("test-{}", uuid::Uuid::new_v4());
-        let amqp_url =
-            std::env::var("REPLOG_AMQP_URL").unwrap_or_else(|_| DEFAULT_AMQP_URL.to_owned());
+        let amqp_url = self.amqp_url.clone().unwrap_or_else(|| {
+            std::env::var("REPLOG_AMQP_URL").unwrap_or_else(|_| DEFAULT_AMQP_URL.to_owned())
+        });
         // Armed before the master starts: its queues go even if it never prints its URL.
         let broker = BrokerNamespace {
             namespace: namespace.clone(),
@@ -738,6 +765,7 @@ impl TestCluster {
             master_args: Vec::new(),
             secondary_args: Vec::new(),
             queue_type: None,
+            amqp_url: None,
         }
     }
 

@@ -9,17 +9,21 @@
 //! - [`iteration3`]: the self-check scenario, redeliveries, crashes and catch-up, timeouts, and
 //!   clients that never wait on one another.
 //! - [`durability`]: nodes killed with SIGKILL come back with what they stored.
+//! - [`recovery`]: torn and corrupt records in a node's log are cut at start-up, never served.
+//! - [`broker`]: a private broker is stopped or killed and started again; every node recovers.
 //! - [`paging`]: `GET /messages?from=&limit=`.
 //! - [`startup`]: the one stdout line every node prints once bound.
 //!
 //! The broker is `REPLOG_AMQP_URL` (default the local RabbitMQ, guest/guest);
 //! `REPLOG_TEST_LOGS=1` shows node logs live instead of only the tail of a failed test's.
 
+mod broker;
 mod durability;
 mod helpers;
 mod iteration1;
 mod iteration2;
 mod iteration3;
 mod paging;
+mod recovery;
 mod startup;
 mod validation;
