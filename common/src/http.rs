@@ -3,10 +3,13 @@
 use crate::ids::Order;
 use crate::store::{LogStore, StoreError};
 use crate::wire::MessagesPage;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::Query;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
+use std::sync::Arc;
 
 /// The most entries one `GET /messages` page returns when the client asks for more.
 pub const MAX_PAGE: usize = 10_000;
@@ -70,6 +73,31 @@ impl PageRequest {
             &store.read(self.from, self.limit)?,
         ))
     }
+}
+
+/// Why a `GET /messages` could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    /// Bad `from` or `limit`: the client's fault (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The store failed (500).
+    #[error("cannot read the log: {0}")]
+    Store(String),
+}
+
+/// Serves `GET /messages[?from=&limit=]` from `store`, reading on the blocking pool since a
+/// durable store reads from disk.
+pub async fn serve_page(
+    store: Arc<dyn LogStore>,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<MessagesPage, PageError> {
+    let Query(query) = query.map_err(|rejection| PageError::BadRequest(rejection.body_text()))?;
+    let page = PageRequest::parse(&query).map_err(PageError::BadRequest)?;
+    tokio::task::spawn_blocking(move || page.read(store.as_ref()))
+        .await
+        .map_err(|e| PageError::Store(e.to_string()))?
+        .map_err(|e| PageError::Store(e.to_string()))
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //! - [`amqp`]: connection pooling, reconnect backoff and topology declaration over lapin.
 //! - [`config`]: command-line flags both binaries share.
 //! - [`http`]: the JSON error shape and `GET /messages` paging both nodes serve.
+//! - [`startup`]: the start-up error and listener binding both nodes share.
 //! - [`telemetry`] and [`shutdown`]: tracing set up once, and one stop signal for every task.
 
 pub mod amqp;
@@ -20,6 +21,7 @@ pub mod http;
 pub mod ids;
 pub mod rules;
 pub mod shutdown;
+pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod topology;

@@ -10,6 +10,7 @@ use crate::replication::Replication;
 use crate::write_request::WriteLimits;
 use crate::writer::LogWriter;
 use replog_common::amqp::{AmqpUrl, Broker};
+use replog_common::startup::{self, StartError};
 use replog_common::store::{DataDir, StoreError};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,28 +19,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-/// Why the master could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// A flag is wrong.
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
-    /// The broker settings are wrong.
-    #[error(transparent)]
-    Amqp(#[from] replog_common::amqp::AmqpError),
-    /// The data directory cannot be opened or the log recovered.
-    #[error("cannot open the data directory: {0}")]
-    Store(#[from] StoreError),
-    /// The listen address cannot be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
-}
 
 /// A master that is bound and running its background tasks.
 pub struct Application {
@@ -63,7 +42,9 @@ impl Application {
         config: MasterConfig,
         stop: CancellationToken,
     ) -> Result<Application, StartError> {
-        let default_w = config.validate()?;
+        let default_w = config
+            .validate()
+            .map_err(|e| StartError::Config(e.to_string()))?;
         let url = AmqpUrl::parse(&config.broker.amqp_url)?;
         let topology = config.broker.topology();
         let broker = Broker::new(url, format!("replog master ({})", topology.namespace()))?;
@@ -132,13 +113,7 @@ impl Application {
             },
             max_body_bytes: config.max_body_bytes,
         };
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
+        let listener = startup::bind(config.listen).await?;
         Ok(Application {
             listener,
             router: http::router(state),
@@ -159,14 +134,10 @@ impl Application {
     /// Serves until the stop token is cancelled, then stops the HTTP server, drains the
     /// publisher and stops the writer.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let stop = self.stop.clone();
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
+        let served =
+            startup::serve_until_stopped(self.listener, self.router, self.stop, self.tasks).await;
         // The router (and with it every handle to the writer) is gone: the writer thread ends
-        // once it has stored what it took, and the publisher drains.
-        self.tasks.close();
-        self.tasks.wait().await;
+        // once it has stored what it took.
         let _ = tokio::task::spawn_blocking(move || self.writer_thread.join()).await;
         served
     }

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use replog_common::http::{error_response, PageQuery, PageRequest};
+use replog_common::http::{error_response, serve_page, PageError, PageQuery};
 use replog_common::rules::holdback::HoldBack;
 use replog_common::store::LogStore;
 use replog_common::wire::MessagesPage;
@@ -42,6 +42,15 @@ pub enum ApiError {
     Internal(String),
 }
 
+impl From<PageError> for ApiError {
+    fn from(error: PageError) -> Self {
+        match error {
+            PageError::BadRequest(message) => ApiError::BadRequest(message),
+            PageError::Store(message) => ApiError::Internal(message),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let message = self.to_string();
@@ -74,14 +83,7 @@ async fn list_messages(
     State(app): State<AppState>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<MessagesPage>, ApiError> {
-    let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
-    let page = PageRequest::parse(&query).map_err(ApiError::BadRequest)?;
-    let store = app.store.clone();
-    let messages = tokio::task::spawn_blocking(move || page.read(store.as_ref()))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(Json(messages))
+    Ok(Json(serve_page(app.store.clone(), query).await?))
 }
 
 async fn health(State(app): State<AppState>) -> Json<serde_json::Value> {

@@ -9,6 +9,7 @@ use crate::consumer::{self, ConsumerSettings};
 use crate::http::{self, AppState};
 use replog_common::amqp::{AmqpUrl, Broker};
 use replog_common::rules::holdback::HoldBack;
+use replog_common::startup::{self, StartError};
 use replog_common::store::{DataDir, LogStore, StoreError};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -20,25 +21,6 @@ use tokio_util::task::TaskTracker;
 
 /// Entries waiting for the applier; bounds memory while the consumer outpaces the store.
 const INBOX_CAPACITY: usize = 4096;
-
-/// Why the secondary could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// The broker settings are wrong.
-    #[error(transparent)]
-    Amqp(#[from] replog_common::amqp::AmqpError),
-    /// The data directory cannot be opened or the log recovered.
-    #[error("cannot open the data directory: {0}")]
-    Store(#[from] StoreError),
-    /// The listen address cannot be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
-}
 
 /// A secondary that is bound and running its background tasks.
 pub struct Application {
@@ -151,13 +133,7 @@ impl Application {
             store,
             holdback,
         };
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
+        let listener = startup::bind(config.listen).await?;
         Ok(Application {
             listener,
             router: http::router(state),
@@ -176,12 +152,6 @@ impl Application {
 
     /// Serves until stopped, then waits for the background tasks to wind down.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let stop = self.stop.clone();
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        self.tasks.close();
-        self.tasks.wait().await;
-        served
+        startup::serve_until_stopped(self.listener, self.router, self.stop, self.tasks).await
     }
 }

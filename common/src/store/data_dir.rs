@@ -28,12 +28,19 @@ impl DataDir {
     /// Creates the directory if needed and locks it; fails if another process holds it.
     pub fn open(path: &Path) -> Result<DataDir, StoreError> {
         fs::create_dir_all(path)?;
-        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(path.join("LOCK"))?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path.join("LOCK"))?;
         lock.try_lock().map_err(|error| match error {
             fs::TryLockError::WouldBlock => StoreError::Locked(path.to_path_buf()),
             fs::TryLockError::Error(error) => StoreError::Io(error),
         })?;
-        Ok(DataDir { path: path.to_path_buf(), _lock: lock })
+        Ok(DataDir {
+            path: path.to_path_buf(),
+            _lock: lock,
+        })
     }
 
     /// The directory.
@@ -79,7 +86,10 @@ mod tests {
     fn a_data_dir_has_one_owner() {
         let dir = tempfile::tempdir().unwrap();
         let first = DataDir::open(dir.path()).unwrap();
-        assert!(matches!(DataDir::open(dir.path()), Err(StoreError::Locked(_))));
+        assert!(matches!(
+            DataDir::open(dir.path()),
+            Err(StoreError::Locked(_))
+        ));
         drop(first);
         DataDir::open(dir.path()).unwrap();
     }

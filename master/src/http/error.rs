@@ -5,7 +5,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use replog_common::http::error_response;
+use replog_common::http::{error_response, PageError};
 use replog_common::{MessageId, Order};
 
 /// Every way a request to the master can fail.
@@ -58,6 +58,15 @@ impl ApiError {
             ApiError::PayloadTooLarge { limit }
         } else {
             ApiError::BadRequest(format!("cannot read the body: {rejection}"))
+        }
+    }
+}
+
+impl From<PageError> for ApiError {
+    fn from(error: PageError) -> Self {
+        match error {
+            PageError::BadRequest(message) => ApiError::BadRequest(message),
+            PageError::Store(message) => ApiError::Internal(message),
         }
     }
 }

@@ -10,7 +10,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use replog_common::http::{PageQuery, PageRequest};
+use replog_common::http::{serve_page, PageQuery};
 use replog_common::wire::MessagesPage;
 use serde_json::json;
 
@@ -62,14 +62,7 @@ pub async fn list_messages(
     State(app): State<AppState>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<MessagesPage>, ApiError> {
-    let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
-    let page = PageRequest::parse(&query).map_err(ApiError::BadRequest)?;
-    let store = app.store.clone();
-    let messages = tokio::task::spawn_blocking(move || page.read(store.as_ref()))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(Json(messages))
+    Ok(Json(serve_page(app.store.clone(), query).await?))
 }
 
 /// `GET /health`: role, log end and each secondary's acknowledged position.
