@@ -34,7 +34,7 @@
 //! within the same microsecond).
 
 use crate::evidence::NodeLog;
-use crate::history::{AttemptResult, Op, OpStatus};
+use crate::history::{clock, AttemptResult, Op, OpStatus};
 use crate::sampler::Sample;
 use replog_common::wire::EntryMessage;
 use serde::Serialize;
@@ -135,9 +135,10 @@ pub struct EvidenceSummary {
     pub acks_timed_by_master_log: usize,
     /// Acknowledged answers per `w`.
     pub acks_by_w: BTreeMap<u64, usize>,
-    /// The smallest gap seen between the `w`-th node storing an entry and its acknowledgement,
-    /// in µs: how close the system came to a violation.
-    pub min_margin_us: Option<u64>,
+    /// Per `w`, the smallest gap seen between the `w`-th node storing an entry and its
+    /// acknowledgement, in µs: how close the system came to a violation. (For `w = 1` the
+    /// `w`-th node is the master itself, so the gap is only its own bookkeeping.)
+    pub min_margin_us: BTreeMap<u64, u64>,
     /// Node restarts whose recovered log was compared with what they had stored.
     pub restarts_checked: usize,
     /// `/health` samples taken.
@@ -299,7 +300,19 @@ pub fn check(obs: Observations<'_>) -> Checked {
 
     // Write concern at acknowledgement time, from the node logs.
     if obs.node_logs.len() == obs.names.len() {
-        let len = reference.len() as u64;
+        // Orders as far as anything names them: acknowledged orders beyond the end of the
+        // final log must still be looked up (and then found missing), not skipped.
+        let len = obs
+            .final_logs
+            .iter()
+            .map(|log| log.len() as u64)
+            .chain(
+                obs.ops
+                    .iter()
+                    .flat_map(|op| op.attempts.iter().filter_map(|a| a.result.order())),
+            )
+            .max()
+            .unwrap_or(0);
         let holds: Vec<Vec<Option<u64>>> = obs
             .node_logs
             .iter()
@@ -354,8 +367,8 @@ pub fn check(obs: Observations<'_>) -> Checked {
                     out.violations.push(Violation {
                         check: Check::WriteConcernNotMet,
                         detail: format!(
-                            "{} (order {}, w={}, acks={}) was acknowledged at {at} µs but only {who:?} had stored it by then ({when}); later stores: {}",
-                            op.message_id, ack.order, op.w, ack.acks, later_stores(obs.names, &holds, ack.order, at)
+                            "{} (order {}, w={}, acks={}) was acknowledged at {} but only {who:?} had stored it by then ({when}); later stores: {}",
+                            op.message_id, ack.order, op.w, ack.acks, clock(at), later_stores(obs.names, &holds, ack.order, at)
                         ),
                     });
                 } else {
@@ -363,15 +376,15 @@ pub fn check(obs: Observations<'_>) -> Checked {
                         out.violations.push(Violation {
                             check: Check::AcksOverstated,
                             detail: format!(
-                                "{} (order {}, w={}) answered acks={} but only {who:?} had stored it by {at} µs ({when})",
-                                op.message_id, ack.order, op.w, ack.acks
+                                "{} (order {}, w={}) answered acks={} but only {who:?} had stored it by {} ({when})",
+                                op.message_id, ack.order, op.w, ack.acks, clock(at)
                             ),
                         });
                     }
                     let kth = times[op.w as usize - 1];
                     let margin = at - kth;
-                    out.evidence.min_margin_us =
-                        Some(out.evidence.min_margin_us.map_or(margin, |m| m.min(margin)));
+                    let closest = out.evidence.min_margin_us.entry(op.w).or_insert(margin);
+                    *closest = (*closest).min(margin);
                 }
             }
         }
@@ -381,8 +394,11 @@ pub fn check(obs: Observations<'_>) -> Checked {
                 out.violations.push(Violation {
                     check: Check::StoredEntriesLost,
                     detail: format!(
-                        "{} started at {} µs with {} entries after logging {} as stored",
-                        log.name, start.at_us, start.recovered, stored
+                        "{} started at {} with {} entries after logging {} as stored",
+                        log.name,
+                        clock(start.at_us),
+                        start.recovered,
+                        stored
                     ),
                 });
             }
@@ -405,22 +421,21 @@ fn check_samples(obs: Observations<'_>, out: &mut Checked) {
     }
     for (node, samples) in &per_node {
         let name = obs.names.get(*node).map(String::as_str).unwrap_or("?");
-        let mut highest: Option<&Sample> = None;
-        for sample in samples {
-            if let Some(before) = highest {
-                // Only samples that did not overlap in time are ordered.
-                if before.done_us < sample.sent_us && sample.position < before.position {
-                    out.violations.push(Violation {
-                        check: Check::PositionWentBack,
-                        detail: format!(
-                            "{name} reported {} at {} µs, then {} at {} µs",
-                            before.position, before.done_us, sample.position, sample.sent_us
-                        ),
-                    });
-                }
-            }
-            if highest.is_none_or(|h| sample.position > h.position) {
-                highest = Some(sample);
+        // One task samples each node, waiting for each answer: consecutive samples of a node
+        // never overlap in time, so each must show at least what the one before showed.
+        for pair in samples.windows(2) {
+            let (before, after) = (pair[0], pair[1]);
+            if after.position < before.position && before.done_us < after.sent_us {
+                out.violations.push(Violation {
+                    check: Check::PositionWentBack,
+                    detail: format!(
+                        "{name} reported {} at {}, then {} at {}",
+                        before.position,
+                        clock(before.done_us),
+                        after.position,
+                        clock(after.sent_us)
+                    ),
+                });
             }
         }
     }
@@ -443,6 +458,7 @@ fn check_samples(obs: Observations<'_>, out: &mut Checked) {
             .collect::<Vec<_>>();
         claims.sort_unstable();
         let mut claimed: Option<(u64, u64)> = None;
+        let mut reported = HashSet::new();
         let mut next = 0;
         for sample in samples {
             while next < claims.len() && claims[next].0 < sample.sent_us {
@@ -453,12 +469,12 @@ fn check_samples(obs: Observations<'_>, out: &mut Checked) {
             }
             if let Some((at, acked)) = claimed {
                 out.evidence.acked_positions_checked += 1;
-                if sample.position < acked {
+                if sample.position < acked && reported.insert(acked) {
                     out.violations.push(Violation {
                         check: Check::AckedBeyondHeld,
                         detail: format!(
-                            "the master reported {name} acked {acked} at {at} µs, but {name} reported applied={} at {} µs",
-                            sample.position, sample.sent_us
+                            "the master reported {name} acked {acked} at {}, but {name} reported applied={} at {}",
+                            clock(at), sample.position, clock(sample.sent_us)
                         ),
                     });
                 }
@@ -488,10 +504,13 @@ fn describe_attempts(op: &Op) -> String {
         .iter()
         .map(|a| match &a.result {
             AttemptResult::Acked(ack) => format!(
-                "[{}..{} µs] acked order={} acks={}",
-                a.sent_us, a.done_us, ack.order, ack.acks
+                "[{} .. {}] acked order={} acks={}",
+                clock(a.sent_us),
+                clock(a.done_us),
+                ack.order,
+                ack.acks
             ),
-            other => format!("[{}..{} µs] {other:?}", a.sent_us, a.done_us),
+            other => format!("[{} .. {}] {other:?}", clock(a.sent_us), clock(a.done_us)),
         })
         .collect::<Vec<_>>()
         .join("; ")

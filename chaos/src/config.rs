@@ -1,5 +1,6 @@
 //! The checker's flags.
 
+use crate::faults::Sabotage;
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 
@@ -93,6 +94,12 @@ pub struct ChaosConfig {
     /// the broker.
     #[arg(long, default_value_t = 20)]
     pub think_ms: u64,
+
+    /// Self-test of the checker: damage no correct system survives, so the run must report
+    /// violations. `wipe-secondary` deletes a secondary's data directory whenever it is killed,
+    /// `wipe-master` the master's.
+    #[arg(long, value_enum, default_value_t = Sabotage::None)]
+    pub sabotage: Sabotage,
 
     /// How long the healed cluster may take to converge before that counts as a violation, in
     /// seconds.

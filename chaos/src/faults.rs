@@ -20,6 +20,30 @@ use tokio_util::sync::CancellationToken;
 /// How often a node restart is tried before the fault counts as failed.
 const RESTART_ATTEMPTS: usize = 5;
 
+/// Deliberate damage beyond what a correct system survives, to show that the checks notice
+/// (a self-test of the checker: a sabotaged run must fail).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Sabotage {
+    /// No damage: the normal run.
+    #[default]
+    None,
+    /// Every SIGKILL of a secondary also deletes its data directory (a lost disk).
+    WipeSecondary,
+    /// Every SIGKILL of the master also deletes its data directory.
+    WipeMaster,
+}
+
+impl Sabotage {
+    /// Whether a SIGKILL of node `slot` (0 = master) wipes its data.
+    pub fn wipes(self, slot: usize) -> bool {
+        match self {
+            Sabotage::None => false,
+            Sabotage::WipeSecondary => slot > 0,
+            Sabotage::WipeMaster => slot == 0,
+        }
+    }
+}
+
 /// What a fault does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum FaultKind {
@@ -125,7 +149,7 @@ impl FaultPlan {
 
     /// The next fault: exponential gaps (faults arrive as a Poisson process), kinds by
     /// weight, node targets uniformly.
-    pub fn next(&mut self) -> PlannedFault {
+    pub fn next_fault(&mut self) -> PlannedFault {
         let u: f64 = self.rng.random_range(0.0..1.0);
         let gap = self
             .mean
@@ -196,11 +220,18 @@ pub struct Targets {
     crashes: Mutex<Vec<Crash>>,
     /// When the run began, for progress messages.
     began: Instant,
+    /// Deliberate damage, to show that the checks catch it.
+    sabotage: Sabotage,
 }
 
 impl Targets {
     /// Wraps the running processes.
-    pub fn new(nodes: Vec<Node>, broker: PrivateBroker, began: Instant) -> Targets {
+    pub fn new(
+        nodes: Vec<Node>,
+        broker: PrivateBroker,
+        began: Instant,
+        sabotage: Sabotage,
+    ) -> Targets {
         let names = nodes.iter().map(|n| n.name().to_owned()).collect();
         let busy = (0..=nodes.len()).map(|_| AtomicBool::new(false)).collect();
         Targets {
@@ -211,6 +242,7 @@ impl Targets {
             events: Mutex::new(Vec::new()),
             crashes: Mutex::new(Vec::new()),
             began,
+            sabotage,
         }
     }
 
@@ -307,6 +339,23 @@ impl Targets {
         self.busy[slot].store(false, Ordering::SeqCst);
     }
 
+    /// Deletes a stopped node's data directory, as if its disk had been replaced.
+    async fn wipe_data(&self, slot: usize) -> Result<(), String> {
+        let node = self.nodes[slot].lock().await;
+        let args = &node.spec().args;
+        let dir = args
+            .iter()
+            .position(|arg| arg == "--data-dir")
+            .and_then(|at| args.get(at + 1))
+            .ok_or_else(|| format!("{} has no --data-dir", node.name()))?;
+        tracing::warn!(
+            "[{:7.1}s] sabotage: wiping {}'s data directory",
+            self.elapsed(),
+            node.name()
+        );
+        std::fs::remove_dir_all(dir).map_err(|e| format!("cannot wipe {dir}: {e}"))
+    }
+
     async fn act(&self, kind: FaultKind, slot: usize, pause: Duration) -> Result<(), String> {
         match kind {
             FaultKind::Kill => {
@@ -316,6 +365,9 @@ impl Targets {
                     .kill9()
                     .await
                     .map_err(|e| e.to_string())?;
+                if self.sabotage.wipes(slot) {
+                    self.wipe_data(slot).await?;
+                }
                 tokio::time::sleep(pause).await;
                 self.start_node(slot).await
             }
@@ -387,7 +439,7 @@ impl Targets {
         let mut plan = FaultPlan::new(seed, mean, self.nodes.len(), broker_faults);
         let mut running = tokio::task::JoinSet::new();
         loop {
-            let next = plan.next();
+            let next = plan.next_fault();
             if Instant::now() + next.gap >= until {
                 break;
             }
@@ -522,10 +574,10 @@ mod tests {
         let mean = Duration::from_millis(2500);
         let first: Vec<PlannedFault> = {
             let mut plan = FaultPlan::new(1, mean, 3, true);
-            (0..2000).map(|_| plan.next()).collect()
+            (0..2000).map(|_| plan.next_fault()).collect()
         };
         let mut again = FaultPlan::new(1, mean, 3, true);
-        assert!(first.iter().all(|fault| *fault == again.next()));
+        assert!(first.iter().all(|fault| *fault == again.next_fault()));
         let mut kinds: HashMap<FaultKind, usize> = HashMap::new();
         let mut targets: HashMap<Option<usize>, usize> = HashMap::new();
         for fault in &first {
@@ -543,6 +595,6 @@ mod tests {
         assert!((2.0..3.0).contains(&mean_gap), "{mean_gap}");
 
         let mut calm = FaultPlan::new(1, mean, 3, false);
-        assert!((0..500).all(|_| !calm.next().kind.on_broker()));
+        assert!((0..500).all(|_| !calm.next_fault().kind.on_broker()));
     }
 }

@@ -14,6 +14,20 @@ pub fn now_us() -> u64 {
         .unwrap_or(0)
 }
 
+/// A wall-clock time as `HH:MM:SS.ffffffZ` (UTC), the way the nodes' log lines show it, so a
+/// time in a violation can be found in the logs.
+pub fn clock(us: u64) -> String {
+    let seconds = us / 1_000_000;
+    let day = seconds % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:06}Z",
+        day / 3_600,
+        day % 3_600 / 60,
+        day % 60,
+        us % 1_000_000
+    )
+}
+
 /// One logical write: a unique `message_id` and content, sent one or more times.
 #[derive(Debug, Clone, Serialize)]
 pub struct Op {
@@ -232,6 +246,11 @@ pub(crate) mod tests {
         AttemptResult::Unknown {
             error: "timed out".into(),
         }
+    }
+
+    #[test]
+    fn clock_times_read_like_log_timestamps() {
+        assert_eq!(clock(1_795_604_860_681_578), "11:07:40.681578Z");
     }
 
     #[test]

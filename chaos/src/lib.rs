@@ -111,7 +111,7 @@ pub async fn run(config: ChaosConfig) -> Result<Report, ChaosError> {
     let names: Vec<String> = nodes.iter().map(|n| n.name().to_owned()).collect();
     let log_paths: Vec<_> = nodes.iter().map(|n| n.log_path().to_path_buf()).collect();
     // Progress messages count from here, where writing starts.
-    let targets = Arc::new(Targets::new(nodes, broker, Instant::now()));
+    let targets = Arc::new(Targets::new(nodes, broker, Instant::now(), config.sabotage));
 
     let stop_sampling = CancellationToken::new();
     let sampler = tokio::spawn(sampler::run(urls.clone(), stop_sampling.clone()));
@@ -237,7 +237,12 @@ pub async fn run(config: ChaosConfig) -> Result<Report, ChaosError> {
     for crash in targets.crashes() {
         checked.violations.push(Violation {
             check: Check::NodeCrashed,
-            detail: format!("{} at {} µs: {}", crash.target, crash.at_us, crash.detail),
+            detail: format!(
+                "{} at {}: {}",
+                crash.target,
+                history::clock(crash.at_us),
+                crash.detail
+            ),
         });
     }
 
@@ -259,6 +264,8 @@ pub async fn run(config: ChaosConfig) -> Result<Report, ChaosError> {
             .parent()
             .and_then(Path::file_name)
             .map_or_else(|| "?".to_owned(), |d| d.to_string_lossy().into_owned()),
+        sabotage: (config.sabotage != faults::Sabotage::None)
+            .then(|| format!("{:?}", config.sabotage)),
         run_dir: run_dir.path().to_path_buf(),
         kept: false,
         broker_start,

@@ -101,6 +101,8 @@ pub struct Report {
     pub queue_type: String,
     /// Whether the nodes were release builds.
     pub binaries: String,
+    /// The deliberate damage of a checker self-test, if any.
+    pub sabotage: Option<String>,
     /// Node logs, broker log, history.
     pub run_dir: PathBuf,
     /// Whether `run_dir` was kept.
@@ -155,6 +157,12 @@ impl fmt::Display for Report {
             self.binaries,
             self.elapsed.as_secs_f64()
         )?;
+        if let Some(sabotage) = &self.sabotage {
+            writeln!(
+                f,
+                "SABOTAGE: {sabotage} (a self-test of the checker: violations expected)"
+            )?;
+        }
         writeln!(f, "\nwrites")?;
         let by_w: Vec<String> = w
             .acknowledged_by_w
@@ -258,11 +266,12 @@ impl fmt::Display for Report {
                 e.acks_checked, e.acks_timed_by_master_log
             ),
         )?;
-        row(
-            f,
-            "closest w-th store before an ack",
-            e.min_margin_us.map_or("-".into(), |us| format!("{us} µs")),
-        )?;
+        let margins: Vec<String> = e
+            .min_margin_us
+            .iter()
+            .map(|(w, us)| format!("w={w}: {us} µs"))
+            .collect();
+        row(f, "closest w-th store before an ack", margins.join(", "))?;
         row(
             f,
             "node restarts checked for lost entries",
