@@ -1,7 +1,7 @@
 //! A replog secondary.
 //!
 //! Module map:
-//! - [`config`]: flags.
+//! - [`config`]: the flags.
 //! - [`incoming`]: an entry on its way in, with how to settle it.
 //! - [`consumer`]: consumes the secondary's queue (with the optional artificial delay).
 //! - [`applier`]: hold-back, dedup, store, then ack (or nack, with failure injection).
