@@ -47,6 +47,8 @@ pub enum Check {
     NoConvergence,
     /// A node process ended without being told to.
     NodeCrashed,
+    /// A node could not be started again on its data directory.
+    RestartFailed,
     /// A log has a gap, a repeated order or a repeated message_id.
     MalformedLog,
     /// Two nodes hold different sequences.
@@ -83,6 +85,7 @@ impl Check {
         match self {
             Check::NoConvergence => "nodes did not converge",
             Check::NodeCrashed => "node exited on its own",
+            Check::RestartFailed => "node could not be started again",
             Check::MalformedLog => "gap, repeated order or repeated id in a log",
             Check::Divergence => "nodes hold different sequences",
             Check::AckedWriteMissing => "acknowledged write missing",

@@ -521,19 +521,19 @@ impl Targets {
     }
 
     /// Makes sure everything runs and nothing is frozen: thaws, starts what is down.
-    pub async fn heal(&self) -> Result<(), String> {
-        let mut problems = Vec::new();
+    pub async fn heal(&self) -> Result<(), HealError> {
+        let mut failed = HealError::default();
         {
             let mut broker = self.broker.lock().await;
             if broker.is_frozen() {
                 if let Err(error) = broker.thaw() {
-                    problems.push(error.to_string());
+                    failed.broker = Some(error.to_string());
                 }
             }
         }
         if !self.broker.lock().await.is_running() {
             if let Err(error) = self.start_broker().await {
-                problems.push(error);
+                failed.broker = Some(error);
             }
         }
         for index in 0..self.nodes.len() {
@@ -545,23 +545,32 @@ impl Targets {
                 }
                 if node.is_frozen() {
                     if let Err(error) = node.thaw() {
-                        problems.push(error.to_string());
+                        failed.nodes.push(error.to_string());
                     }
                 }
                 !node.is_running()
             };
             if down {
                 if let Err(error) = self.start_node(index).await {
-                    problems.push(error);
+                    failed.nodes.push(error);
                 }
             }
         }
-        if problems.is_empty() {
+        if failed.broker.is_none() && failed.nodes.is_empty() {
             Ok(())
         } else {
-            Err(problems.join("; "))
+            Err(failed)
         }
     }
+}
+
+/// What could not be healed.
+#[derive(Debug, Clone, Default)]
+pub struct HealError {
+    /// Why the broker is not up: a problem of the test machine, not of replog.
+    pub broker: Option<String>,
+    /// Why nodes are not up: a node that cannot start on its own data is a finding.
+    pub nodes: Vec<String>,
 }
 
 #[cfg(test)]

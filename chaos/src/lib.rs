@@ -17,6 +17,8 @@
 //! cargo run --release -p chaos -- --seconds 600 --seed 7  # longer, replaying seed 7's choices
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod checker;
 pub mod config;
 pub mod evidence;
@@ -59,6 +61,9 @@ pub enum ChaosError {
     /// A file could not be written.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// The private broker could not be brought back at the end (logs kept).
+    #[error("the private broker could not be started again: {0}")]
+    Heal(String),
     /// A task panicked.
     #[error("a task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -160,15 +165,22 @@ pub async fn run(config: ChaosConfig) -> Result<Report, ChaosError> {
     watchdog.await?;
 
     let healed_at = Instant::now();
-    let mut heal_problems = Vec::new();
+    let mut heal_failure = None;
     for _ in 0..3 {
         match targets.heal().await {
             Ok(()) => {
-                heal_problems.clear();
+                heal_failure = None;
                 break;
             }
-            Err(problem) => heal_problems.push(problem),
+            Err(failure) => heal_failure = Some(failure),
         }
+    }
+    if let Some(broker) = heal_failure.as_ref().and_then(|f| f.broker.clone()) {
+        for node in &targets.nodes {
+            let _ = node.lock().await.kill9().await;
+        }
+        let _ = run_dir.keep();
+        return Err(ChaosError::Heal(broker));
     }
     tracing::info!("everything healed; waiting for convergence");
     let clients: Vec<NodeClient> = urls
@@ -225,12 +237,12 @@ pub async fn run(config: ChaosConfig) -> Result<Report, ChaosError> {
             },
         );
     }
-    for problem in heal_problems {
+    for problem in heal_failure.map(|f| f.nodes).unwrap_or_default() {
         checked.violations.insert(
             0,
             Violation {
-                check: Check::NoConvergence,
-                detail: format!("healing failed: {problem}"),
+                check: Check::RestartFailed,
+                detail: problem,
             },
         );
     }

@@ -16,6 +16,8 @@
 //! - [`ports`]: free ports outside the kernel's ephemeral range, safe to reuse after a restart.
 //! - [`wait`]: polling a condition until a deadline, never a bare sleep.
 
+#![warn(missing_docs)]
+
 pub mod binaries;
 pub mod broker;
 pub mod client;
