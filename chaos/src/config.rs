@@ -51,6 +51,12 @@ pub struct ChaosConfig {
     #[arg(long, default_value_t = 2500)]
     pub fault_interval_ms: u64,
 
+    /// Multiplies every fault's pause (node down 0.2-3 s, frozen 0.3-4 s, broker down 0-2 s
+    /// plus its restart, broker frozen 0.5-7 s). From about 6 on, freezes outlast the 10 s AMQP
+    /// heartbeats, so the broker drops frozen nodes' connections (and vice versa).
+    #[arg(long, default_value_t = 1.0)]
+    pub pause_scale: f64,
+
     /// Leave the broker alone: faults only on master and secondaries.
     #[arg(long)]
     pub no_broker_faults: bool,

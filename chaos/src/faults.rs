@@ -176,6 +176,21 @@ impl FaultPlan {
     }
 }
 
+/// When and how faults are injected.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    /// Seed of the [`FaultPlan`].
+    pub seed: u64,
+    /// Mean gap between two faults.
+    pub mean: Duration,
+    /// No fault starts after this.
+    pub until: Instant,
+    /// Whether the broker is a target.
+    pub broker_faults: bool,
+    /// Every pause is multiplied by this (above 5, freezes outlast AMQP heartbeats).
+    pub pause_scale: f64,
+}
+
 /// One injected fault.
 #[derive(Debug, Clone, Serialize)]
 pub struct FaultEvent {
@@ -428,15 +443,15 @@ impl Targets {
         }
     }
 
-    /// Injects faults at random until `until`, then waits for every fault to heal.
-    pub async fn schedule(
-        self: Arc<Self>,
-        seed: u64,
-        mean: Duration,
-        until: Instant,
-        broker_faults: bool,
-    ) {
-        let mut plan = FaultPlan::new(seed, mean, self.nodes.len(), broker_faults);
+    /// Injects faults at random until `schedule.until`, then waits for every fault to heal.
+    pub async fn schedule(self: Arc<Self>, schedule: Schedule) {
+        let mut plan = FaultPlan::new(
+            schedule.seed,
+            schedule.mean,
+            self.nodes.len(),
+            schedule.broker_faults,
+        );
+        let until = schedule.until;
         let mut running = tokio::task::JoinSet::new();
         loop {
             let next = plan.next_fault();
@@ -450,7 +465,8 @@ impl Targets {
                 continue;
             }
             let targets = self.clone();
-            running.spawn(async move { targets.inject(next.kind, slot, next.pause).await });
+            let pause = next.pause.mul_f64(schedule.pause_scale.max(0.0));
+            running.spawn(async move { targets.inject(next.kind, slot, pause).await });
         }
         while running.join_next().await.is_some() {}
     }

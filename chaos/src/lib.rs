@@ -126,12 +126,13 @@ pub async fn run(config: ChaosConfig) -> Result<Report, ChaosError> {
     let until = Instant::now() + Duration::from_secs(config.seconds);
     tracing::info!(?urls, "cluster up; writing and injecting faults");
     let faults = (!config.no_faults).then(|| {
-        tokio::spawn(targets.clone().schedule(
+        tokio::spawn(targets.clone().schedule(faults::Schedule {
             seed,
-            Duration::from_millis(config.fault_interval_ms.max(1)),
+            mean: Duration::from_millis(config.fault_interval_ms.max(1)),
             until,
-            !config.no_broker_faults,
-        ))
+            broker_faults: !config.no_broker_faults,
+            pause_scale: config.pause_scale,
+        }))
     });
     let http = reqwest::Client::builder()
         .timeout(Duration::from_millis(config.client_timeout_ms))
