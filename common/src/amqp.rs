@@ -226,6 +226,18 @@ impl Broker {
     }
 }
 
+/// Closes a channel, giving up after a few seconds: a blocked or frozen broker must not hold a
+/// reconnect or a shutdown hostage.
+pub async fn close_channel(channel: &Channel, reason: &str) {
+    let close = channel.close(200, reason.into());
+    if tokio::time::timeout(Duration::from_secs(5), close)
+        .await
+        .is_err()
+    {
+        tracing::warn!(reason, "the broker did not confirm a channel close in time");
+    }
+}
+
 /// Declares the fanout exchange the master publishes entries to.
 pub async fn declare_entries_exchange(
     channel: &Channel,
@@ -275,6 +287,28 @@ pub async fn declare_secondary_queue(
             FieldTable::default(),
         )
         .await?;
+    Ok(())
+}
+
+/// Claims the role `who` (`master`, `secondary.s1`) in this namespace for this connection, by
+/// declaring the exclusive queue `<ns>.lock.<who>`: the broker refuses a second connection the
+/// same queue and deletes it when the holder's connection closes (a killed process included).
+/// Exclusive consumers alone would not do: quorum queues accept several.
+pub async fn claim_role(
+    channel: &Channel,
+    topology: &Topology,
+    who: &str,
+) -> Result<(), AmqpError> {
+    let lock = format!("{}.lock.{who}", topology.namespace());
+    let options = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    channel.queue_declare(lock.clone().into(), options, FieldTable::default()).await.map_err(|error| {
+        tracing::error!(%lock, %error, "another process already runs as {who} in this namespace; waiting for it to go");
+        AmqpError::from(error)
+    })?;
     Ok(())
 }
 

@@ -33,8 +33,22 @@ impl fmt::Display for Order {
 
 /// The identifier of a secondary node (`s1`, `s2`, ...), as given by `--id`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(try_from = "String", into = "String")]
 pub struct NodeId(String);
+
+impl TryFrom<String> for NodeId {
+    type Error = String;
+
+    fn try_from(raw: String) -> Result<Self, Self::Error> {
+        raw.parse()
+    }
+}
+
+impl From<NodeId> for String {
+    fn from(id: NodeId) -> String {
+        id.0
+    }
+}
 
 impl NodeId {
     /// Wraps a node id; returns `None` unless it is 1..=64 characters of `[A-Za-z0-9_-]`, so
@@ -76,8 +90,9 @@ impl std::str::FromStr for NodeId {
 pub struct MessageId(String);
 
 impl MessageId {
-    /// The longest message id a client may choose.
-    pub const MAX_LEN: usize = 256;
+    /// The longest message id a client may choose: it travels as the AMQP `message-id`
+    /// property, a short string of at most 255 bytes.
+    pub const MAX_LEN: usize = 255;
 
     /// A fresh random id.
     pub fn random() -> MessageId {
@@ -115,9 +130,20 @@ mod tests {
     }
 
     #[test]
+    fn node_ids_from_the_wire_are_checked_too() {
+        assert!(serde_json::from_str::<NodeId>(r#""s1""#).is_ok());
+        assert!(serde_json::from_str::<NodeId>(r#""no spaces""#).is_err());
+        assert_eq!(
+            serde_json::to_string(&NodeId::parse("s1").unwrap()).unwrap(),
+            r#""s1""#
+        );
+    }
+
+    #[test]
     fn message_ids_are_bounded() {
         assert!(MessageId::parse("").is_none());
-        assert!(MessageId::parse(&"x".repeat(257)).is_none());
+        assert!(MessageId::parse(&"x".repeat(256)).is_none());
+        assert!(MessageId::parse(&"x".repeat(255)).is_some());
         assert_eq!(MessageId::parse("abc").unwrap().as_str(), "abc");
         assert_ne!(MessageId::random(), MessageId::random());
     }

@@ -39,7 +39,7 @@ pub async fn run(
             let delivery = tokio::select! {
                 delivery = consumer.next() => delivery,
                 _ = stop.cancelled() => {
-                    let _ = channel.close(200, "master stopping".into()).await;
+                    amqp::close_channel(&channel, "master stopping").await;
                     return;
                 }
             };
@@ -72,6 +72,7 @@ async fn consume(
     channel: Channel,
     topology: Topology,
 ) -> Result<(Channel, lapin::Consumer), AmqpError> {
+    amqp::claim_role(&channel, &topology, "master").await?;
     amqp::declare_acks_queue(&channel, &topology).await?;
     channel.basic_qos(1024, BasicQosOptions::default()).await?;
     let consumer = channel

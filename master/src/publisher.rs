@@ -13,7 +13,7 @@
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation};
-use replog_common::amqp::{self, AmqpError, Broker};
+use replog_common::amqp::{self, close_channel, AmqpError, Backoff, Broker};
 use replog_common::store::LogStore;
 use replog_common::topology::{QueueType, Topology};
 use replog_common::wire::EntryMessage;
@@ -116,6 +116,9 @@ impl Publisher {
 
     /// Runs until `stop`, then waits briefly for outstanding confirms.
     pub async fn run(mut self, stop: CancellationToken) {
+        // Backs off between republishes that make no progress, so a broker that keeps refusing
+        // (a queue without its quorum, an entry it will not take) is not hammered.
+        let mut backoff = Backoff::new();
         loop {
             let settings = self.settings.clone();
             let Some(channel) = self
@@ -136,12 +139,20 @@ impl Publisher {
             );
             match self.publish_on(&channel, &stop).await {
                 ChannelLost::Stopped => {
-                    let _ = channel.close(200, "master stopping".into()).await;
+                    close_channel(&channel, "master stopping").await;
                     break;
                 }
                 ChannelLost::Republish(reason) => {
-                    tracing::warn!(%reason, confirmed = %*self.confirmed.borrow(), "publishing unconfirmed entries again on a fresh channel");
-                    let _ = channel.close(200, "republishing".into()).await;
+                    if *self.confirmed.borrow() > confirmed {
+                        backoff = Backoff::new();
+                    }
+                    let delay = backoff.next_delay();
+                    tracing::warn!(%reason, confirmed = %*self.confirmed.borrow(), ?delay, "publishing unconfirmed entries again on a fresh channel");
+                    close_channel(&channel, "republishing").await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stop.cancelled() => break,
+                    }
                 }
             }
         }
@@ -164,8 +175,10 @@ impl Publisher {
                     Ok(_) => break,
                     Err(error) => {
                         tracing::error!(%error, %next, "cannot read entries to publish; retrying");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                            _ = stop.cancelled() => return ChannelLost::Stopped,
+                        }
                     }
                 };
                 for entry in &entries {

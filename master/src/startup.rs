@@ -10,6 +10,7 @@ use crate::replication::Replication;
 use crate::write_request::WriteLimits;
 use crate::writer::LogWriter;
 use replog_common::amqp::{AmqpUrl, Broker};
+use replog_common::shutdown::supervised;
 use replog_common::startup::{self, StartError};
 use replog_common::store::{DataDir, StoreError};
 use std::net::SocketAddr;
@@ -90,16 +91,20 @@ impl Application {
             stored_rx,
             confirmed,
         );
-        tasks.spawn(publisher.run(stop.clone()));
-        tasks.spawn(durability::keep_confirmed_mark(
-            data_dir.clone(),
-            confirmed_rx,
-        ));
-        tasks.spawn(ack_consumer::run(
-            broker,
-            topology,
-            replication.clone(),
+        tasks.spawn(supervised(
+            "publisher",
             stop.clone(),
+            publisher.run(stop.clone()),
+        ));
+        tasks.spawn(supervised(
+            "confirmed mark",
+            stop.clone(),
+            durability::keep_confirmed_mark(data_dir.clone(), confirmed_rx),
+        ));
+        tasks.spawn(supervised(
+            "ack consumer",
+            stop.clone(),
+            ack_consumer::run(broker, topology, replication.clone(), stop.clone()),
         ));
 
         let state = AppState {

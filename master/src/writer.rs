@@ -79,7 +79,15 @@ impl LogWriter {
         };
         let thread = std::thread::Builder::new()
             .name("log-writer".into())
-            .spawn(move || writer.run(inbox))
+            .spawn(move || {
+                let fatal = writer.fatal.clone();
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.run(inbox)))
+                    .is_err()
+                {
+                    tracing::error!("the log writer panicked; stopping the master");
+                    fatal.cancel();
+                }
+            })
             .expect("spawn the log writer thread");
         (LogWriter { requests }, thread)
     }

@@ -64,7 +64,7 @@ pub async fn run(
     let final_ack = async {
         let channel = prepare(broker.open_channel().await?, topology.clone()).await?;
         publish(&channel, &topology, &id, position).await?;
-        let _ = channel.close(200, "secondary stopping".into()).await;
+        amqp::close_channel(&channel, "secondary stopping").await;
         Ok::<_, AmqpError>(())
     };
     match tokio::time::timeout(CONFIRM_TIMEOUT, final_ack).await {

@@ -6,7 +6,7 @@
 //! fetched. Fetched entries go through the applier like deliveries, so whatever the queue also
 //! delivers is dropped as a duplicate.
 
-use crate::incoming::{hand_over, Incoming, Source};
+use crate::incoming::{Incoming, Source};
 use replog_common::amqp::Backoff;
 use replog_common::rules::holdback::HoldBack;
 use replog_common::wire::MessagesPage;
@@ -107,14 +107,20 @@ impl CatchUp {
             }
             let Some((first, last)) = self.gap() else {
                 open_gap = None;
-                progress = self.check_not_stuck(progress).await;
+                progress = tokio::select! {
+                    progress = self.check_not_stuck(progress) => progress,
+                    _ = stop.cancelled() => return,
+                };
                 continue;
             };
             match open_gap {
                 Some((start, since)) if start == first && since.elapsed() >= self.after => {
                     tracing::info!(%first, %last, "gap did not close from the queue; fetching it from the master");
-                    if let Err(error) = self.fetch_range(first, last).await {
-                        tracing::warn!(%error, "catch-up fetch failed; will retry");
+                    tokio::select! {
+                        fetched = self.fetch_range(first, last) => if let Err(error) = fetched {
+                            tracing::warn!(%error, "catch-up fetch failed; will retry");
+                        },
+                        _ = stop.cancelled() => return,
                     }
                     open_gap = None;
                 }
@@ -226,13 +232,21 @@ impl CatchUp {
         Ok(entries)
     }
 
+    /// Hands a fetched page to the applier. The page arrived at once, so `--delay-ms` delays
+    /// it once, as a whole; then the entries go in with back-pressure, so a long catch-up never
+    /// piles up in memory.
     async fn hand_over(&self, entries: Vec<Entry>) {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
         for entry in entries {
             let incoming = Incoming {
                 entry,
                 source: Source::Master,
             };
-            hand_over(&self.inbox, incoming, self.delay).await;
+            if self.inbox.send(incoming).await.is_err() {
+                return;
+            }
         }
     }
 }

@@ -46,7 +46,7 @@ pub struct SecondaryConfig {
     pub fail_rate: f64,
 
     /// How many unacknowledged deliveries the broker may push at once.
-    #[arg(long, env = "REPLOG_PREFETCH", default_value_t = 512)]
+    #[arg(long, env = "REPLOG_PREFETCH", default_value_t = 512, value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
 
     /// How long a gap in the log may stay open before the missing entries are fetched from the

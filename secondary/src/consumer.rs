@@ -66,7 +66,8 @@ pub async fn run(
             let delivery = tokio::select! {
                 delivery = consumer.next() => delivery,
                 _ = stop.cancelled() => {
-                    let _ = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await;
+                    let cancel = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default());
+                    let _ = tokio::time::timeout(Duration::from_secs(5), cancel).await;
                     last_channel = Some(channel);
                     break 'connect;
                 }
@@ -112,7 +113,7 @@ pub async fn run(
         tracing::warn!("applier did not finish in time; unsettled deliveries will be redelivered");
     }
     if let Some(channel) = last_channel {
-        let _ = channel.close(200, "secondary stopping".into()).await;
+        amqp::close_channel(&channel, "secondary stopping").await;
     }
 }
 
@@ -120,6 +121,8 @@ async fn subscribe(
     channel: Channel,
     settings: ConsumerSettings,
 ) -> Result<(Channel, Consumer), AmqpError> {
+    let role = format!("secondary.{}", settings.id);
+    amqp::claim_role(&channel, &settings.topology, &role).await?;
     amqp::declare_secondary_queue(
         &channel,
         &settings.topology,

@@ -9,6 +9,7 @@ use crate::consumer::{self, ConsumerSettings};
 use crate::http::{self, AppState};
 use replog_common::amqp::{AmqpUrl, Broker};
 use replog_common::rules::holdback::HoldBack;
+use replog_common::shutdown::supervised;
 use replog_common::startup::{self, StartError};
 use replog_common::store::{DataDir, LogStore, StoreError};
 use std::net::SocketAddr;
@@ -44,10 +45,11 @@ impl Application {
     ) -> Result<Application, StartError> {
         let url = AmqpUrl::parse(&config.broker.amqp_url)?;
         let topology = config.broker.topology();
-        let broker = Broker::new(
-            url,
-            format!("replog secondary {} ({})", config.id, topology.namespace()),
-        )?;
+        // Two connections: when the broker blocks publishing connections (a resource alarm),
+        // the one that consumes and acks deliveries must keep flowing so queues can drain.
+        let name = format!("replog secondary {} ({})", config.id, topology.namespace());
+        let consume_broker = Broker::new(url.clone(), format!("{name} entries"))?;
+        let ack_broker = Broker::new(url, format!("{name} acks"))?;
 
         let path = config.data_dir();
         let (data_dir, log, recovery) = tokio::task::spawn_blocking(move || {
@@ -68,7 +70,7 @@ impl Application {
         let applied_at_start = store.last_order();
         tracing::info!(
             id = %config.id,
-            broker = %broker.url(),
+            broker = %consume_broker.url(),
             namespace = %topology.namespace(),
             master = %config.master_url,
             applied = %applied_at_start,
@@ -91,8 +93,9 @@ impl Application {
             stop.clone(),
         );
         let done = applier_done.clone();
+        let guard = stop.clone();
         tasks.spawn(async move {
-            applier.run(inbox_rx).await;
+            supervised("applier", guard, applier.run(inbox_rx)).await;
             done.cancel();
         });
         let settings = ConsumerSettings {
@@ -103,13 +106,17 @@ impl Application {
             delay: config.delay(),
         };
         let subscribed = CancellationToken::new();
-        tasks.spawn(consumer::run(
-            broker.clone(),
-            settings,
-            inbox_tx.clone(),
-            subscribed.clone(),
+        tasks.spawn(supervised(
+            "consumer",
             stop.clone(),
-            applier_done.clone(),
+            consumer::run(
+                consume_broker,
+                settings,
+                inbox_tx.clone(),
+                subscribed.clone(),
+                stop.clone(),
+                applier_done.clone(),
+            ),
         ));
         let catch_up = CatchUp::new(
             config.master_url.clone(),
@@ -118,14 +125,22 @@ impl Application {
             Duration::from_millis(config.catchup_after_ms),
             config.delay(),
         );
-        tasks.spawn(catch_up.run(subscribed, stop.clone()));
-        tasks.spawn(ack_publisher::run(
-            broker,
-            topology,
-            config.id.clone(),
-            applied_rx,
-            Duration::from_millis(config.ack_interval_ms),
-            applier_done,
+        tasks.spawn(supervised(
+            "catch-up",
+            stop.clone(),
+            catch_up.run(subscribed, stop.clone()),
+        ));
+        tasks.spawn(supervised(
+            "ack publisher",
+            stop.clone(),
+            ack_publisher::run(
+                ack_broker,
+                topology,
+                config.id.clone(),
+                applied_rx,
+                Duration::from_millis(config.ack_interval_ms),
+                applier_done,
+            ),
         ));
 
         let state = AppState {

@@ -244,6 +244,12 @@ impl SegmentedLog {
             .read(true)
             .write(true)
             .open(&newest.path)?;
+        if options.sync {
+            // A process killed between its write and its fsync leaves records in the page cache
+            // that look intact; they count as stored (and get acked) only once they are on disk.
+            file.sync_data()?;
+            sync_dir(dir)?;
+        }
         let recovery = Recovery {
             segments: segments.len(),
             records,

@@ -179,8 +179,8 @@ async fn message_id_must_be_a_non_empty_string() {
             r#"{"content": "a", "w": 1, "message_id": {}}"#.to_owned(),
         ),
         (
-            "id over 256 bytes",
-            json!({"content": "a", "w": 1, "message_id": "x".repeat(257)}).to_string(),
+            "id over 255 bytes",
+            json!({"content": "a", "w": 1, "message_id": "x".repeat(256)}).to_string(),
         ),
     ];
     assert_all_rejected(&cluster, &cases).await;
@@ -319,4 +319,21 @@ async fn unknown_routes_and_methods_answer_json_errors() {
         }
     }
     assert_log_empty(&cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_longest_allowed_message_id_replicates() {
+    // 255 bytes is the most an AMQP short string (the message-id property) holds: an id the
+    // master accepts must never stop its publisher.
+    let cluster = TestCluster::start().await;
+    let id = "i".repeat(255);
+    let (status, answer) = cluster
+        .master
+        .post_message(&json!({"content": "long id", "w": 3, "message_id": id}))
+        .await;
+    assert_created(status, &answer, "long id", 3);
+    let (status, next) = cluster.master.post_message(&write("after it", 3)).await;
+    assert_created(status, &next, "after it", 3);
+    let log = cluster.wait_for_convergence(2).await;
+    assert_eq!(log[0].message_id, id);
 }
