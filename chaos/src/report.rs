@@ -13,6 +13,22 @@ use std::time::Duration;
 /// How many violations of one kind are printed in full.
 const SHOWN_PER_CHECK: usize = 10;
 
+/// The summary's account of what a passing run establishes, and what it does not.
+const PROVEN: &[&str] = &[
+    "proven from the final logs and the client history alone:",
+    "  every node lists the same entries, orders 1..N, no gap, no id twice;",
+    "  every acknowledged write (and every 504) is there once, at the order it was answered with;",
+    "  nothing is there that no client sent; never-sent (refused) writes are absent;",
+    "  a write whose answer was lost or timed out is there at most once; every ack has w <= acks <= 3.",
+    "shown from the nodes' own logs (trusting their `stored` lines):",
+    "  w nodes had stored each acknowledged entry before the master logged the acknowledgement,",
+    "  and at least `acks` of them; no node restarted with fewer entries than it had stored.",
+    "shown from /health samples: no position went backwards; what the master reported a",
+    "  secondary had acked, that secondary held at every later look.",
+    "not proven: durability against power loss (SIGKILL keeps the OS page cache), that a node's",
+    "  `stored` line means stable media, orderings closer than the clock's microsecond.",
+];
+
 /// What the writers did and were told.
 #[derive(Debug, Clone, Default)]
 pub struct WriteStats {
@@ -285,6 +301,10 @@ impl fmt::Display for Report {
                 e.samples, e.acked_positions_checked
             ),
         )?;
+        writeln!(f, "\nwhat the checks prove (see chaos::checker)")?;
+        for line in PROVEN {
+            writeln!(f, "  {line}")?;
+        }
         writeln!(f, "\nviolations: {}", self.violations.len())?;
         let mut by_check: BTreeMap<Check, Vec<&Violation>> = BTreeMap::new();
         for violation in &self.violations {

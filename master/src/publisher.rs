@@ -102,6 +102,9 @@ impl Publisher {
 
     /// Declares everything the cluster needs and enables confirms on a fresh channel.
     async fn prepare(settings: &PublisherSettings, channel: Channel) -> Result<Channel, AmqpError> {
+        // Two masters numbering entries into one namespace would make the nodes diverge: only
+        // the holder of the master role publishes.
+        amqp::claim_role(&channel, &settings.topology, "master").await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;

@@ -774,6 +774,35 @@ impl TestCluster {
         Self::builder().start().await
     }
 
+    /// Starts a second master in this cluster's namespace, with the same flags but a data
+    /// directory of its own: a misconfiguration the cluster must survive.
+    pub async fn start_rival_master(&self) -> MasterNode {
+        let home = self.log_dir.join("rival-master");
+        let mut args = self.master.process.args.clone();
+        let listen = args
+            .iter()
+            .position(|arg| arg == "--listen")
+            .expect("--listen");
+        args[listen + 1] = "127.0.0.1:0".into();
+        let data = args
+            .iter()
+            .position(|arg| arg == "--data-dir")
+            .expect("--data-dir");
+        args[data + 1] = data_dir(&home).to_string_lossy().into_owned();
+        let log = self.log_dir.join("rival-master.log");
+        let (process, url) =
+            NodeProcess::spawn("rival-master", &binaries().master, args, home, log).await;
+        let client = self.master.api.client.clone();
+        MasterNode {
+            api: NodeApi {
+                name: "rival-master".into(),
+                url,
+                client,
+            },
+            process,
+        }
+    }
+
     /// Starts one secondary with the flags the builder gave it.
     pub async fn start_secondary(&mut self, id: &str) -> &SecondaryNode {
         self.start_secondaries(&[id]).await;

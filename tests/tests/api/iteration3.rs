@@ -4,7 +4,7 @@
 
 use crate::helpers::{
     assert_created, assert_log_matches_answers, assert_well_formed, contents, join_within,
-    random_writes, wait_for, write, write_all, NodeApi, TestCluster, DEADLINE,
+    random_writes, wait_for, wait_until, write, write_all, NodeApi, TestCluster, DEADLINE,
 };
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -388,4 +388,40 @@ async fn a_secondary_whose_queue_was_deleted_while_down_catches_up_and_keeps_up(
     let log = cluster.wait_for_convergence(30).await;
     assert_well_formed(&log);
     assert_log_matches_answers(&log, &answers);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_master_in_the_same_namespace_publishes_nothing() {
+    // Two masters numbering into one namespace would make the secondaries diverge: the one that
+    // holds the master role publishes, the other waits for the role and says so.
+    let cluster = TestCluster::start().await;
+    let (status, answer) = cluster
+        .master
+        .post_message(&write("from the master", 3))
+        .await;
+    assert_created(status, &answer, "from the master", 3);
+    let rival = cluster.start_rival_master().await;
+    // The rival numbers from 1: its second entry would take order 2 on the secondaries, ahead
+    // of the real master's, if it were ever published.
+    for content in ["rival 1", "rival 2"] {
+        let (status, answer) = rival.post_message(&write(content, 1)).await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+    }
+
+    // Progress elsewhere proves the secondaries had every chance to receive the rival's entry.
+    let (status, answer) = cluster.master.post_message(&write("later", 3)).await;
+    assert_created(status, &answer, "later", 3);
+    let log = cluster.wait_for_convergence(2).await;
+    assert_eq!(contents(&log), ["from the master", "later"]);
+    wait_until(
+        DEADLINE,
+        "the rival says it waits for the master role",
+        || async {
+            // With REPLOG_TEST_LOGS=1 the log goes to the terminal and cannot be read here.
+            rival.log_text().map_or(true, |log| {
+                log.contains("another process already runs as master")
+            })
+        },
+    )
+    .await;
 }
