@@ -1080,21 +1080,14 @@ async fn delete_names(
 
 /// Polls `probe` every 50 ms until it returns `Ok`, and returns that value. `Err` carries what
 /// was seen, so that a timeout says how far things got.
-pub async fn wait_for<T, F, Fut>(deadline: Duration, what: &str, mut probe: F) -> T
+pub async fn wait_for<T, F, Fut>(deadline: Duration, what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, String>>,
 {
-    let start = Instant::now();
-    loop {
-        match probe().await {
-            Ok(value) => return value,
-            Err(seen) if start.elapsed() >= deadline => {
-                panic!("timed out after {deadline:?} waiting until {what}; last seen: {seen}")
-            }
-            Err(_) => tokio::time::sleep(POLL).await,
-        }
-    }
+    replog_testkit::wait_for(deadline, POLL, what, probe)
+        .await
+        .unwrap_or_else(|timeout| panic!("{timeout}"))
 }
 
 /// Polls `condition` every 50 ms until it holds.
