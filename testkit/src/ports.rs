@@ -72,12 +72,21 @@ mod tests {
 
     #[test]
     fn ports_are_distinct_bindable_and_below_the_ephemeral_range() {
-        let ports: Vec<u16> = (0..20).map(|_| free_port().unwrap()).collect();
-        let distinct: HashSet<u16> = ports.iter().copied().collect();
-        assert_eq!(distinct.len(), ports.len());
-        for port in ports {
-            assert!(port >= LOWEST && port < ephemeral_start().max(LOWEST + 1_001));
-            TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
+        // Each port is bound at once and held, so that nothing else on the machine can take it
+        // between the check and the bind and the test proves what callers rely on.
+        let held: Vec<(u16, TcpListener)> = (0..20)
+            .map(|_| {
+                let port = free_port().unwrap();
+                let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap_or_else(|e| {
+                    panic!("port {port} was handed out but cannot be bound: {e}")
+                });
+                (port, listener)
+            })
+            .collect();
+        let distinct: HashSet<u16> = held.iter().map(|(port, _)| *port).collect();
+        assert_eq!(distinct.len(), held.len());
+        for (port, _) in &held {
+            assert!(*port >= LOWEST && *port < ephemeral_start().max(LOWEST + 1_001));
         }
     }
 }
