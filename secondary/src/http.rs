@@ -9,7 +9,6 @@ use axum::{Json, Router};
 use replog_common::http::{error_response, serve_page, PageError, PageQuery};
 use replog_common::rules::holdback::HoldBack;
 use replog_common::store::LogStore;
-use replog_common::wire::MessagesPage;
 use replog_common::NodeId;
 use serde_json::json;
 use std::sync::{Arc, Mutex};
@@ -82,8 +81,8 @@ pub fn router(state: AppState) -> Router {
 async fn list_messages(
     State(app): State<AppState>,
     query: Result<Query<PageQuery>, QueryRejection>,
-) -> Result<Json<MessagesPage>, ApiError> {
-    Ok(Json(serve_page(app.store.clone(), query).await?))
+) -> Result<Response, ApiError> {
+    Ok(serve_page(app.store.clone(), query).await?)
 }
 
 async fn health(State(app): State<AppState>) -> Json<serde_json::Value> {

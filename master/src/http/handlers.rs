@@ -11,7 +11,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use replog_common::http::{serve_page, PageQuery};
-use replog_common::wire::MessagesPage;
 use serde_json::json;
 
 /// `POST /messages`: append (or find) the entry, then wait for its write concern.
@@ -61,8 +60,8 @@ pub async fn post_message(
 pub async fn list_messages(
     State(app): State<AppState>,
     query: Result<Query<PageQuery>, QueryRejection>,
-) -> Result<Json<MessagesPage>, ApiError> {
-    Ok(Json(serve_page(app.store.clone(), query).await?))
+) -> Result<Response, ApiError> {
+    Ok(serve_page(app.store.clone(), query).await?)
 }
 
 /// `GET /health`: role, log end and each secondary's acknowledged position.

@@ -1,11 +1,12 @@
 //! HTTP pieces both nodes serve the same way: the JSON error body and `GET /messages` paging.
 
+mod page_body;
+
 use crate::ids::Order;
-use crate::store::{LogStore, StoreError};
-use crate::wire::MessagesPage;
+use crate::store::LogStore;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::Query;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -67,11 +68,15 @@ impl PageRequest {
         Ok(PageRequest { from, limit })
     }
 
-    /// Reads the page from a store.
-    pub fn read(&self, store: &dyn LogStore) -> Result<MessagesPage, StoreError> {
-        Ok(MessagesPage::from_entries(
-            &store.read(self.from, self.limit)?,
-        ))
+    /// The last order of this page in a log that ends at `log_end`, or `None` if the page is
+    /// empty.
+    pub fn last_in(&self, log_end: Order) -> Option<Order> {
+        if self.from > log_end {
+            return None;
+        }
+        let room = u64::try_from(self.limit).unwrap_or(u64::MAX);
+        let last = self.from.get().saturating_add(room - 1).min(log_end.get());
+        Some(Order(last))
     }
 }
 
@@ -86,18 +91,29 @@ pub enum PageError {
     Store(String),
 }
 
-/// Serves `GET /messages[?from=&limit=]` from `store`, reading on the blocking pool since a
-/// durable store reads from disk.
+/// Serves `GET /messages[?from=&limit=]` from `store`: `{"messages": [...]}` up to the end the
+/// log had when the request came. The first chunk is read before answering, so a failing store
+/// gets a 500; the rest is streamed, reading on the blocking pool since a durable store reads
+/// from disk.
 pub async fn serve_page(
     store: Arc<dyn LogStore>,
     query: Result<Query<PageQuery>, QueryRejection>,
-) -> Result<MessagesPage, PageError> {
+) -> Result<Response, PageError> {
     let Query(query) = query.map_err(|rejection| PageError::BadRequest(rejection.body_text()))?;
     let page = PageRequest::parse(&query).map_err(PageError::BadRequest)?;
-    tokio::task::spawn_blocking(move || page.read(store.as_ref()))
-        .await
-        .map_err(|e| PageError::Store(e.to_string()))?
-        .map_err(|e| PageError::Store(e.to_string()))
+    let last = page.last_in(store.last_order()).unwrap_or(Order::ZERO);
+    let first_chunk = match page_body::chunk_len(page.from, last) {
+        0 => Vec::new(),
+        wanted => {
+            let reader = store.clone();
+            tokio::task::spawn_blocking(move || reader.read(page.from, wanted))
+                .await
+                .map_err(|e| PageError::Store(e.to_string()))?
+                .map_err(|e| PageError::Store(e.to_string()))?
+        }
+    };
+    let body = page_body::PageBody::new(store, page.from, last, first_chunk).into_body();
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 #[cfg(test)]

@@ -1,0 +1,257 @@
+//! The body of `GET /messages`, streamed: the log is read from the store and encoded one chunk
+//! at a time, so a page of the whole log costs the memory of one chunk, not of the whole log.
+//!
+//! The page ends where the log ended when the request came, so a busy log does not hold the
+//! response open. A store error after the first chunk can no longer change the status (200 is
+//! sent): the body is cut off, which a client sees as a broken response, never as valid JSON
+//! with entries missing.
+
+use crate::ids::Order;
+use crate::store::LogStore;
+use crate::wire::EntryMessage;
+use crate::Entry;
+use axum::body::{Body, Bytes};
+use std::sync::Arc;
+
+/// Most entries read from the store for one piece of the body.
+pub(crate) const CHUNK_ENTRIES: usize = 256;
+
+/// Where a streamed page stands.
+pub(crate) struct PageBody {
+    store: Arc<dyn LogStore>,
+    /// The next order to read.
+    next: Order,
+    /// The last order the page may include.
+    last: Order,
+    /// Entries read before the response started; sent first.
+    first_chunk: Option<Vec<Entry>>,
+    /// Whether the opening `{"messages":[` has been sent.
+    opened: bool,
+    /// Whether an entry has been sent (the next one needs a comma).
+    any_entry: bool,
+    /// The closing `]}` is sent: nothing follows.
+    finished: bool,
+}
+
+impl PageBody {
+    /// A page over `store` from `next` to `last` inclusive whose first chunk, starting at
+    /// `next`, was read already.
+    pub(crate) fn new(
+        store: Arc<dyn LogStore>,
+        next: Order,
+        last: Order,
+        first_chunk: Vec<Entry>,
+    ) -> PageBody {
+        PageBody {
+            store,
+            next,
+            last,
+            first_chunk: Some(first_chunk),
+            opened: false,
+            any_entry: false,
+            finished: false,
+        }
+    }
+
+    /// The response body.
+    pub(crate) fn into_body(self) -> Body {
+        let stream = futures_util::stream::unfold(self, |mut page| async move {
+            if page.finished {
+                return None;
+            }
+            let chunk = match page.take_chunk().await {
+                Ok(chunk) => chunk,
+                Err(error) => {
+                    tracing::error!(%error, next = %page.next, "cannot read the log while streaming a page; cutting the response off");
+                    page.finished = true;
+                    return Some((Err(std::io::Error::other(error)), page));
+                }
+            };
+            let bytes = page.encode(&chunk);
+            Some((Ok(bytes), page))
+        });
+        Body::from_stream(stream)
+    }
+
+    /// The next entries to send: the first chunk, then reads of at most [`CHUNK_ENTRIES`]
+    /// until `last`. Empty when the page is complete.
+    async fn take_chunk(&mut self) -> Result<Vec<Entry>, String> {
+        if let Some(first) = self.first_chunk.take() {
+            return Ok(first);
+        }
+        let wanted = chunk_len(self.next, self.last);
+        if wanted == 0 {
+            return Ok(Vec::new());
+        }
+        let store = self.store.clone();
+        let from = self.next;
+        tokio::task::spawn_blocking(move || store.read(from, wanted))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    /// Encodes `chunk` as the next piece of JSON; an empty chunk closes the document.
+    fn encode(&mut self, chunk: &[Entry]) -> Bytes {
+        let mut out = Vec::with_capacity(64 + chunk.iter().map(encoded_size).sum::<usize>());
+        if !self.opened {
+            out.extend_from_slice(br#"{"messages":["#);
+            self.opened = true;
+        }
+        for entry in chunk.iter().take_while(|entry| entry.order <= self.last) {
+            if self.any_entry {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut out, &EntryMessage::from(entry))
+                .expect("an entry always encodes as JSON");
+            self.any_entry = true;
+            self.next = entry.order.next();
+        }
+        if chunk.is_empty() || self.next > self.last {
+            out.extend_from_slice(b"]}");
+            self.finished = true;
+        }
+        Bytes::from(out)
+    }
+}
+
+/// How many entries to read next, from `next` up to `last` inclusive, at most a chunk.
+pub(crate) fn chunk_len(next: Order, last: Order) -> usize {
+    if next > last {
+        return 0;
+    }
+    let left = last.get() - next.get() + 1;
+    usize::try_from(left).map_or(CHUNK_ENTRIES, |left| left.min(CHUNK_ENTRIES))
+}
+
+/// A guess of an entry's encoded size, to size the buffer once.
+fn encoded_size(entry: &Entry) -> usize {
+    entry.content.len() + entry.message_id.as_str().len() + 48
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{serve_page, PageQuery};
+    use crate::ids::MessageId;
+    use crate::store::MemoryLog;
+    use crate::store::StoreError;
+    use crate::wire::MessagesPage;
+    use axum::extract::Query;
+    use axum::http::StatusCode;
+
+    fn entry(order: u64) -> Entry {
+        Entry {
+            order: Order(order),
+            message_id: MessageId::random(),
+            content: format!("entry {order} \"quoted\" é"),
+        }
+    }
+
+    fn log_of(len: u64) -> (Arc<MemoryLog>, Vec<Entry>) {
+        let store = Arc::new(MemoryLog::new());
+        let entries: Vec<Entry> = (1..=len).map(entry).collect();
+        store.append(&entries).unwrap();
+        (store, entries)
+    }
+
+    async fn get(store: Arc<dyn LogStore>, from: Option<&str>, limit: Option<&str>) -> Vec<Entry> {
+        let query = PageQuery {
+            from: from.map(Into::into),
+            limit: limit.map(Into::into),
+        };
+        let response = serve_page(store, Ok(Query(query))).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let page: MessagesPage = serde_json::from_slice(&bytes).expect("a JSON page");
+        page.messages
+            .into_iter()
+            .map(|message| Entry::try_from(message).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_whole_log_streams_in_chunks_and_parses_back() {
+        let len = CHUNK_ENTRIES as u64 * 3 + 7;
+        let (store, entries) = log_of(len);
+        assert_eq!(get(store, None, None).await, entries);
+    }
+
+    #[tokio::test]
+    async fn from_and_limit_cut_the_page_across_chunks() {
+        let (store, entries) = log_of(1000);
+        assert_eq!(
+            get(store.clone(), Some("250"), Some("300")).await,
+            entries[249..549]
+        );
+        assert_eq!(get(store.clone(), Some("990"), None).await, entries[989..]);
+        assert_eq!(
+            get(store.clone(), Some("1000"), Some("5")).await,
+            entries[999..]
+        );
+        assert!(get(store, Some("1001"), None).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_empty_log_is_an_empty_page() {
+        let (store, _) = log_of(0);
+        assert!(get(store, None, None).await.is_empty());
+    }
+
+    /// A log that fails every read after the first.
+    struct FailsAfterFirstRead {
+        inner: MemoryLog,
+        reads: std::sync::atomic::AtomicUsize,
+    }
+
+    impl LogStore for FailsAfterFirstRead {
+        fn append(&self, entries: &[Entry]) -> Result<(), StoreError> {
+            self.inner.append(entries)
+        }
+        fn last_order(&self) -> Order {
+            self.inner.last_order()
+        }
+        fn read(&self, from: Order, limit: usize) -> Result<Vec<Entry>, StoreError> {
+            if self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
+                return Err(StoreError::Corrupt("disk on fire".into()));
+            }
+            self.inner.read(from, limit)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_error_mid_stream_cuts_the_body_off_rather_than_ending_it_well_formed() {
+        let store = Arc::new(FailsAfterFirstRead {
+            inner: MemoryLog::new(),
+            reads: Default::default(),
+        });
+        let entries: Vec<Entry> = (1..=CHUNK_ENTRIES as u64 * 2).map(entry).collect();
+        store.append(&entries).unwrap();
+        let response = serve_page(store, Ok(Query(PageQuery::default())))
+            .await
+            .unwrap();
+        assert!(axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn a_failing_first_read_is_an_error_before_anything_is_sent() {
+        let store = Arc::new(FailsAfterFirstRead {
+            inner: MemoryLog::new(),
+            reads: 1.into(),
+        });
+        store.append(&[entry(1)]).unwrap();
+        let result = serve_page(store, Ok(Query(PageQuery::default()))).await;
+        assert!(matches!(result, Err(crate::http::PageError::Store(_))));
+    }
+
+    #[test]
+    fn chunks_stop_at_the_last_order() {
+        assert_eq!(chunk_len(Order(1), Order::ZERO), 0);
+        assert_eq!(chunk_len(Order(5), Order(5)), 1);
+        assert_eq!(chunk_len(Order(1), Order(10_000)), CHUNK_ENTRIES);
+    }
+}
