@@ -2,16 +2,20 @@
 //!
 //! It takes whatever entries are waiting, runs them through the hold-back buffer (dropping
 //! duplicates, holding back those beyond a gap), stores the newly contiguous run in one append,
-//! and only then settles each delivery with the broker. With `--fail-rate` some stored
-//! deliveries are nacked with requeue instead of acked, as if the node crashed after the write:
-//! the redelivery is dropped as a duplicate.
+//! and only then settles each delivery with the broker. A delivery held back beyond a gap stays
+//! unsettled until the gap closes and it is stored: nothing is acked before it is on disk, and
+//! the broker's prefetch window bounds how much a long-lasting gap holds in memory. With
+//! `--fail-rate` some stored deliveries are nacked with requeue instead of acked, as if the node
+//! crashed after the write: the redelivery is dropped as a duplicate.
 
 use crate::incoming::{Incoming, Source};
 use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::Acker;
 use rand::Rng;
 use replog_common::rules::holdback::{HoldBack, Offered};
 use replog_common::store::LogStore;
 use replog_common::{Entry, Order};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -22,10 +26,12 @@ const MAX_BATCH: usize = 1024;
 /// How a delivery is settled after its batch is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Settle {
-    /// Stored (or held back) now: ack, unless failure injection says otherwise.
+    /// Stored now: ack, unless failure injection says otherwise.
     Fresh,
-    /// Already held: ack and drop.
+    /// Already stored: ack and drop.
     Duplicate,
+    /// Held back beyond a gap (or delivered again while held back): settled once stored.
+    Deferred,
 }
 
 /// The applier's state.
@@ -40,6 +46,8 @@ pub struct Applier {
     fail_rate: f64,
     /// Cancelled if the store fails: a secondary that cannot write must stop.
     fatal: CancellationToken,
+    /// Deliveries of held-back entries, by order, waiting until their entry is stored.
+    deferred: BTreeMap<Order, Acker>,
 }
 
 impl Applier {
@@ -57,11 +65,12 @@ impl Applier {
             applied,
             fail_rate,
             fatal,
+            deferred: BTreeMap::new(),
         }
     }
 
     /// Runs until every sender of `inbox` is gone, so nothing handed over is left unsettled.
-    pub async fn run(self, mut inbox: mpsc::Receiver<Incoming>) {
+    pub async fn run(mut self, mut inbox: mpsc::Receiver<Incoming>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while inbox.recv_many(&mut batch, MAX_BATCH).await > 0 {
             if let Err(error) = self.apply(std::mem::take(&mut batch)).await {
@@ -76,7 +85,10 @@ impl Applier {
         tracing::debug!("applier stopped");
     }
 
-    async fn apply(&self, batch: Vec<Incoming>) -> Result<(), replog_common::store::StoreError> {
+    async fn apply(
+        &mut self,
+        batch: Vec<Incoming>,
+    ) -> Result<(), replog_common::store::StoreError> {
         let mut ready: Vec<Entry> = Vec::new();
         let mut settle = Vec::with_capacity(batch.len());
         {
@@ -97,7 +109,13 @@ impl Applier {
                     }
                     Offered::HeldBack => {
                         tracing::debug!(%order, applied = %holdback.applied(), "entry held back until the gap before it closes");
-                        Settle::Fresh
+                        Settle::Deferred
+                    }
+                    Offered::Duplicate if order > holdback.applied() => {
+                        // Delivered again while held back (the first delivery's channel may be
+                        // gone): this delivery is the one to settle once the entry is stored.
+                        tracing::debug!(%order, from_master, "dropped duplicate of a held-back entry");
+                        Settle::Deferred
                     }
                     Offered::Duplicate => {
                         tracing::debug!(%order, from_master, "dropped duplicate entry");
@@ -118,28 +136,53 @@ impl Applier {
             tracing::debug!(%first, %last, "entries stored and applied");
             self.applied.send_replace(last);
         }
+        let applied = *self.applied.borrow();
+        let mut due = Vec::with_capacity(settle.len());
         for (source, order, outcome) in settle {
             let Source::Queue { acker, .. } = source else {
                 continue;
             };
-            let fail = outcome == Settle::Fresh
-                && self.fail_rate > 0.0
-                && rand::rng().random_bool(self.fail_rate);
-            let result = if fail {
-                tracing::info!(%order, "failure injection: nacking a stored entry for redelivery");
-                acker
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await
-            } else {
-                acker.ack(BasicAckOptions::default()).await
-            };
-            if let Err(error) = result {
-                tracing::warn!(%order, %error, "cannot settle the delivery; the broker will redeliver it");
+            match outcome {
+                Settle::Deferred if order > applied => {
+                    // A second delivery of the same held-back entry (a republished duplicate,
+                    // or a redelivery after a lost channel): one unsettled copy is enough to
+                    // keep it in the queue, so the older delivery is let go.
+                    if let Some(older) = self.deferred.insert(order, acker) {
+                        due.push((older, order, Settle::Duplicate));
+                    }
+                }
+                Settle::Deferred => due.push((acker, order, Settle::Fresh)),
+                other => due.push((acker, order, other)),
             }
         }
+        let still_held = self.deferred.split_off(&applied.next());
+        for (order, acker) in std::mem::replace(&mut self.deferred, still_held) {
+            due.push((acker, order, Settle::Fresh));
+        }
+        for (acker, order, outcome) in due {
+            self.settle(acker, order, outcome).await;
+        }
         Ok(())
+    }
+
+    /// Acks a stored delivery, or with `--fail-rate` nacks a fresh one for redelivery.
+    async fn settle(&self, acker: Acker, order: Order, outcome: Settle) {
+        let fail = outcome == Settle::Fresh
+            && self.fail_rate > 0.0
+            && rand::rng().random_bool(self.fail_rate);
+        let result = if fail {
+            tracing::info!(%order, "failure injection: nacking a stored entry for redelivery");
+            acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await
+        } else {
+            acker.ack(BasicAckOptions::default()).await
+        };
+        if let Err(error) = result {
+            tracing::warn!(%order, %error, "cannot settle the delivery; the broker will redeliver it");
+        }
     }
 }

@@ -425,3 +425,74 @@ async fn a_second_master_in_the_same_namespace_publishes_nothing() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gap_only_the_master_can_fill_holds_back_no_more_than_the_prefetch() {
+    // s2 starts for the first time while the master is down and its queue holds entries
+    // 2..=61 but not entry 1, which exists only on the master and s1. Until the master is back
+    // s2 can apply nothing, and it must not take the whole queue into memory meanwhile:
+    // held-back deliveries stay unacked, so the prefetch window bounds them.
+    const PREFETCH: u64 = 8;
+    let mut cluster = TestCluster::builder()
+        .secondary_args("s2", &["--prefetch", &PREFETCH.to_string()])
+        .start_master_only()
+        .await;
+    cluster.start_secondary("s1").await;
+    let (status, first) = cluster.master.post_message(&write("first", 2)).await;
+    assert_created(status, &first, "first", 2);
+    let mut answers = vec![first];
+    // Once the master has recorded entry 1 as confirmed it never publishes it again, so
+    // deleting s2's queue takes entry 1 out of s2's reach for good.
+    let confirmed = cluster.master.data_dir().join("confirmed");
+    wait_until(DEADLINE, "the master records entry 1 as confirmed", || {
+        let mark = std::fs::read_to_string(&confirmed).unwrap_or_default();
+        async move { mark.trim().parse::<u64>().is_ok_and(|mark| mark >= 1) }
+    })
+    .await;
+    cluster.delete_secondary_queue("s2").await;
+    cluster.master.kill().await;
+    cluster.master.restart().await; // declares s2's queue again, empty
+    let queued = random_writes("queued", 60, 1..=2);
+    answers.extend(write_all(&cluster.master, &queued, 4, DEADLINE).await);
+    cluster.master.kill().await;
+
+    cluster.start_secondary("s2").await;
+    let retries = |cluster: &TestCluster| {
+        cluster
+            .secondary("s2")
+            .log_text()
+            .map(|log| log.matches("cannot reach the master for catch-up").count())
+    };
+    let held = wait_for(DEADLINE, "s2 holds back a full prefetch window", || {
+        let s2 = cluster.secondary("s2").api();
+        async move {
+            let health = s2.health().await;
+            match health["held_back"].as_u64() {
+                Some(held) if held >= PREFETCH => Ok(held),
+                _ => Err(health.to_string()),
+            }
+        }
+    })
+    .await;
+    assert_eq!(held, PREFETCH, "more held back than the prefetch allows");
+    // Give the consumer time it can be seen to have had: two more failed attempts to reach the
+    // master (100 ms, doubling) after the window filled.
+    if let Some(seen) = retries(&cluster) {
+        wait_until(DEADLINE, "s2 retries the master twice more", || {
+            let now = retries(&cluster);
+            async move { now.is_some_and(|now| now >= seen + 2) }
+        })
+        .await;
+    }
+    let health = cluster.secondary("s2").health().await;
+    assert_eq!(health["held_back"], PREFETCH, "{health}");
+    assert_eq!(health["applied"], 0, "{health}");
+    assert!(cluster.secondary("s2").messages().await.is_empty());
+
+    cluster.master.restart().await;
+    let later = random_writes("later", 5, 3..=3);
+    answers.extend(write_all(&cluster.master, &later, 4, DEADLINE).await);
+    let log = cluster.wait_for_convergence(66).await;
+    assert_well_formed(&log);
+    assert_log_matches_answers(&log, &answers);
+}
