@@ -12,3 +12,15 @@ pub struct Entry {
     /// The client's payload.
     pub content: String,
 }
+
+#[cfg(test)]
+impl Entry {
+    /// A made-up entry at `order` with a fresh id and the content `m<order>`, for tests.
+    pub(crate) fn sample(order: u64) -> Entry {
+        Entry {
+            order: Order(order),
+            message_id: MessageId::random(),
+            content: format!("m{order}"),
+        }
+    }
+}

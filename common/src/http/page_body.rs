@@ -133,18 +133,17 @@ fn encoded_size(entry: &Entry) -> usize {
 mod tests {
     use super::*;
     use crate::http::{serve_page, PageQuery};
-    use crate::ids::MessageId;
     use crate::store::MemoryLog;
     use crate::store::StoreError;
     use crate::wire::MessagesPage;
     use axum::extract::Query;
     use axum::http::StatusCode;
 
+    /// An entry whose content needs escaping in JSON.
     fn entry(order: u64) -> Entry {
         Entry {
-            order: Order(order),
-            message_id: MessageId::random(),
             content: format!("entry {order} \"quoted\" é"),
+            ..Entry::sample(order)
         }
     }
 

@@ -77,14 +77,9 @@ impl HoldBack {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::MessageId;
 
     fn entry(order: u64) -> Entry {
-        Entry {
-            order: Order(order),
-            message_id: MessageId::random(),
-            content: format!("m{order}"),
-        }
+        Entry::sample(order)
     }
 
     fn orders(offered: Offered) -> Vec<u64> {

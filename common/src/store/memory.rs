@@ -41,14 +41,9 @@ impl LogStore for MemoryLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::MessageId;
 
     fn entry(order: u64) -> Entry {
-        Entry {
-            order: Order(order),
-            message_id: MessageId::random(),
-            content: format!("m{order}"),
-        }
+        Entry::sample(order)
     }
 
     #[test]
