@@ -46,8 +46,10 @@ pub struct Applier {
     fail_rate: f64,
     /// Cancelled if the store fails: a secondary that cannot write must stop.
     fatal: CancellationToken,
-    /// Deliveries of held-back entries, by order, waiting until their entry is stored.
-    deferred: BTreeMap<Order, Acker>,
+    /// Deliveries of held-back entries, by order, waiting until their entry is stored. An
+    /// order may have several (a republished duplicate, a redelivery after a lost channel):
+    /// which of them is still live is not known, so all wait.
+    deferred: BTreeMap<Order, Vec<Acker>>,
 }
 
 impl Applier {
@@ -144,20 +146,19 @@ impl Applier {
             };
             match outcome {
                 Settle::Deferred if order > applied => {
-                    // A second delivery of the same held-back entry (a republished duplicate,
-                    // or a redelivery after a lost channel): one unsettled copy is enough to
-                    // keep it in the queue, so the older delivery is let go.
-                    if let Some(older) = self.deferred.insert(order, acker) {
-                        due.push((older, order, Settle::Duplicate));
-                    }
+                    self.deferred.entry(order).or_default().push(acker);
                 }
                 Settle::Deferred => due.push((acker, order, Settle::Fresh)),
                 other => due.push((acker, order, other)),
             }
         }
         let still_held = self.deferred.split_off(&applied.next());
-        for (order, acker) in std::mem::replace(&mut self.deferred, still_held) {
-            due.push((acker, order, Settle::Fresh));
+        for (order, ackers) in std::mem::replace(&mut self.deferred, still_held) {
+            due.extend(
+                ackers
+                    .into_iter()
+                    .map(|acker| (acker, order, Settle::Fresh)),
+            );
         }
         for (acker, order, outcome) in due {
             self.settle(acker, order, outcome).await;
@@ -181,8 +182,14 @@ impl Applier {
         } else {
             acker.ack(BasicAckOptions::default()).await
         };
-        if let Err(error) = result {
-            tracing::warn!(%order, %error, "cannot settle the delivery; the broker will redeliver it");
+        match result {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(%order, "the delivery's channel is gone; the broker redelivers it")
+            }
+            Err(error) => {
+                tracing::warn!(%order, %error, "cannot settle the delivery; the broker will redeliver it")
+            }
         }
     }
 }

@@ -71,7 +71,7 @@ impl PageRequest {
     /// The last order of this page in a log that ends at `log_end`, or `None` if the page is
     /// empty.
     pub fn last_in(&self, log_end: Order) -> Option<Order> {
-        if self.from > log_end {
+        if self.from > log_end || self.limit == 0 {
             return None;
         }
         let room = u64::try_from(self.limit).unwrap_or(u64::MAX);
@@ -106,10 +106,12 @@ pub async fn serve_page(
         0 => Vec::new(),
         wanted => {
             let reader = store.clone();
-            tokio::task::spawn_blocking(move || reader.read(page.from, wanted))
+            let chunk = tokio::task::spawn_blocking(move || reader.read(page.from, wanted))
                 .await
                 .map_err(|e| PageError::Store(e.to_string()))?
-                .map_err(|e| PageError::Store(e.to_string()))?
+                .map_err(|e| PageError::Store(e.to_string()))?;
+            page_body::check_chunk(page.from, &chunk).map_err(PageError::Store)?;
+            chunk
         }
     };
     let body = page_body::PageBody::new(store, page.from, last, first_chunk).into_body();
@@ -158,5 +160,22 @@ mod tests {
                 "{from:?} {limit:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_last_order_of_a_page_stays_within_the_log() {
+        let page = |from, limit| PageRequest {
+            from: Order(from),
+            limit,
+        };
+        assert_eq!(page(1, usize::MAX).last_in(Order(10)), Some(Order(10)));
+        assert_eq!(page(3, 5).last_in(Order(10)), Some(Order(7)));
+        assert_eq!(page(8, 5).last_in(Order(10)), Some(Order(10)));
+        assert_eq!(page(11, 5).last_in(Order(10)), None);
+        assert_eq!(page(1, 0).last_in(Order(10)), None);
+        assert_eq!(
+            page(u64::MAX, usize::MAX).last_in(Order(u64::MAX)),
+            Some(Order(u64::MAX))
+        );
     }
 }

@@ -85,10 +85,12 @@ impl PageBody {
         }
         let store = self.store.clone();
         let from = self.next;
-        tokio::task::spawn_blocking(move || store.read(from, wanted))
+        let chunk = tokio::task::spawn_blocking(move || store.read(from, wanted))
             .await
             .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        check_chunk(from, &chunk)?;
+        Ok(chunk)
     }
 
     /// Encodes `chunk` as the next piece of JSON; an empty chunk closes the document.
@@ -113,6 +115,26 @@ impl PageBody {
         }
         Bytes::from(out)
     }
+}
+
+/// Checks that a read meant to start at `from` returned consecutive entries from exactly
+/// there: a store that returned nothing or something else would otherwise end the page early
+/// as well-formed JSON, leave a gap in it, or never move on.
+pub(crate) fn check_chunk(from: Order, chunk: &[Entry]) -> Result<(), String> {
+    if chunk.is_empty() {
+        return Err(format!("the store returned nothing from {from} on"));
+    }
+    let mut expected = from;
+    for entry in chunk {
+        if entry.order != expected {
+            return Err(format!(
+                "the store returned order {} where {expected} belongs",
+                entry.order
+            ));
+        }
+        expected = expected.next();
+    }
+    Ok(())
 }
 
 /// How many entries to read next, from `next` up to `last` inclusive, at most a chunk.
@@ -245,6 +267,14 @@ mod tests {
         store.append(&[entry(1)]).unwrap();
         let result = serve_page(store, Ok(Query(PageQuery::default()))).await;
         assert!(matches!(result, Err(crate::http::PageError::Store(_))));
+    }
+
+    #[test]
+    fn a_chunk_must_start_where_asked_and_have_no_gap() {
+        assert!(check_chunk(Order(3), &[Entry::sample(3), Entry::sample(4)]).is_ok());
+        assert!(check_chunk(Order(3), &[]).is_err());
+        assert!(check_chunk(Order(3), &[Entry::sample(4)]).is_err());
+        assert!(check_chunk(Order(3), &[Entry::sample(3), Entry::sample(5)]).is_err());
     }
 
     #[test]
