@@ -1,14 +1,15 @@
 //! What the master reads back at start and keeps on disk beside its log.
 //!
-//! At start: lock the data directory, open (and repair) the log, rebuild the dedup index from
-//! it so client `message_id`s still deduplicate, and read the last order the broker confirmed,
+//! At start: lock the data directory, open (and repair) the log, bring the on-disk dedup index
+//! up to the log's end so client `message_id`s still deduplicate, and read the last order the
+//! broker confirmed,
 //! so that everything after it is published again. While running: write that order to the
 //! `confirmed` mark a few times a second. The mark may lag (it is not fsynced and is written
 //! periodically); a lagging mark only means more entries are published again, and secondaries
 //! drop the duplicates.
 
-use replog_common::rules::dedup::{DedupIndex, DedupMode};
-use replog_common::store::{DataDir, LogStore, StoreError};
+use replog_common::rules::dedup::DedupMode;
+use replog_common::store::{DataDir, DedupKeys, LogStore, StoreError};
 use replog_common::Order;
 use std::path::Path;
 use std::sync::Arc;
@@ -21,8 +22,8 @@ const CONFIRMED_MARK: &str = "confirmed";
 /// How often the confirmed mark is refreshed while it changes.
 const MARK_INTERVAL: Duration = Duration::from_millis(250);
 
-/// Entries read at a time while rebuilding the dedup index.
-const SCAN_PAGE: usize = 4096;
+/// The dedup index's file in the data directory.
+const DEDUP_FILE: &str = "dedup.redb";
 
 /// Everything the master gets back from its data directory.
 pub struct Recovered {
@@ -31,26 +32,30 @@ pub struct Recovered {
     /// The log.
     pub store: Arc<dyn LogStore>,
     /// The dedup index of every entry in the log.
-    pub dedup: DedupIndex,
+    pub dedup: DedupKeys,
     /// The last order known confirmed by the broker; everything after it is published again.
     pub confirmed: Order,
 }
 
 /// Opens the data directory and recovers the log, the dedup index and the confirmed mark.
-/// Blocking: reads the whole log once.
+/// Blocking: checks the log's records and indexes what the dedup index had not recorded.
 pub fn recover(path: &Path, mode: DedupMode) -> Result<Recovered, StoreError> {
     let data_dir = DataDir::open(path)?;
     let (log, recovery) = data_dir.open_log()?;
     let last = recovery.last_order;
-    let mut dedup = DedupIndex::new(mode);
-    let mut from = Order(1);
-    while from <= last {
-        let page = log.read(from, SCAN_PAGE)?;
-        let Some(end) = page.last().map(|entry| entry.order) else {
-            break;
-        };
-        page.iter().for_each(|entry| dedup.record(entry));
-        from = end.next();
+    let mut dedup = DedupKeys::open(&data_dir.path().join(DEDUP_FILE), mode)?;
+    let caught_up = dedup.catch_up(&log)?;
+    if caught_up.rebuilt {
+        tracing::info!(
+            indexed = caught_up.indexed,
+            ?mode,
+            "dedup index rebuilt from the log (another dedup mode, or the log lost a torn tail)"
+        );
+    } else if caught_up.indexed > 0 {
+        tracing::info!(
+            indexed = caught_up.indexed,
+            "dedup index caught up with the log"
+        );
     }
     let confirmed = data_dir
         .read_mark(CONFIRMED_MARK)?
@@ -129,11 +134,17 @@ mod tests {
         assert_eq!(recovered.store.last_order(), Order(3));
         assert_eq!(recovered.confirmed, Order(2));
         assert_eq!(
-            recovered.dedup.find(&MessageId::parse("b").unwrap(), ""),
+            recovered
+                .dedup
+                .find(&MessageId::parse("b").unwrap(), "")
+                .unwrap(),
             Some(Order(2))
         );
         assert_eq!(
-            recovered.dedup.find(&MessageId::parse("z").unwrap(), ""),
+            recovered
+                .dedup
+                .find(&MessageId::parse("z").unwrap(), "")
+                .unwrap(),
             None
         );
     }

@@ -8,7 +8,7 @@ use crate::http::{self, AppState};
 use crate::publisher::{Publisher, PublisherSettings};
 use crate::replication::Replication;
 use crate::write_request::WriteLimits;
-use crate::writer::LogWriter;
+use crate::writer::{DedupFlush, LogWriter};
 use replog_common::amqp::{AmqpUrl, Broker};
 use replog_common::shutdown::supervised;
 use replog_common::startup::{self, StartError};
@@ -72,8 +72,14 @@ impl Application {
             confirmed: confirmed_at_start,
         } = recovered;
         let (stored_tx, stored_rx) = watch::channel(store.last_order());
-        let (writer, writer_thread) =
-            LogWriter::spawn(store.clone(), dedup, stored_tx, stop.clone());
+        let (writer, writer_thread) = LogWriter::spawn(
+            store.clone(),
+            dedup,
+            dedup_mode,
+            DedupFlush::default(),
+            stored_tx,
+            stop.clone(),
+        );
         let replication = Replication::new(config.secondaries.clone(), stop.clone());
 
         let tasks = TaskTracker::new();

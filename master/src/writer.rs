@@ -5,15 +5,36 @@
 //! call (one sync for a durable store) and only then tells the publisher and answers
 //! the handlers. One thread means one total order with no lock held across I/O.
 
-use replog_common::rules::dedup::DedupIndex;
-use replog_common::store::{LogStore, StoreError};
+use replog_common::rules::dedup::{DedupIndex, DedupMode};
+use replog_common::store::{DedupKeys, LogStore, StoreError, FLUSH_ENTRIES};
 use replog_common::{Entry, MessageId, Order};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 /// How many queued writes the writer takes in one batch at most.
 const MAX_BATCH: usize = 1024;
+
+/// When the keys of the newest entries move from memory to the on-disk dedup index. The index
+/// trails the log; what it has not recorded at a crash is re-indexed from the log at start.
+#[derive(Debug, Clone, Copy)]
+pub struct DedupFlush {
+    /// At least this often while writes come in.
+    pub interval: Duration,
+    /// And whenever this many entries' keys are in memory.
+    pub entries: usize,
+}
+
+impl Default for DedupFlush {
+    /// Once a second, or at [`FLUSH_ENTRIES`] entries.
+    fn default() -> Self {
+        DedupFlush {
+            interval: Duration::from_secs(1),
+            entries: FLUSH_ENTRIES,
+        }
+    }
+}
 
 /// What became of a write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +87,9 @@ impl LogWriter {
     /// `stored` (the publisher follows it); a store failure cancels `fatal` so the node stops.
     pub fn spawn(
         store: Arc<dyn LogStore>,
-        dedup: DedupIndex,
+        dedup: DedupKeys,
+        mode: DedupMode,
+        flush: DedupFlush,
         stored: watch::Sender<Order>,
         fatal: CancellationToken,
     ) -> (LogWriter, std::thread::JoinHandle<()>) {
@@ -74,6 +97,9 @@ impl LogWriter {
         let writer = Writer {
             store,
             dedup,
+            recent: DedupIndex::new(mode),
+            flush,
+            flushed_at: Instant::now(),
             stored,
             fatal,
         };
@@ -115,8 +141,14 @@ impl LogWriter {
 struct Writer {
     /// The master's log.
     store: Arc<dyn LogStore>,
-    /// Which writes the log already holds.
-    dedup: DedupIndex,
+    /// Which writes the log holds, up to the last flush (on disk).
+    dedup: DedupKeys,
+    /// Which writes the log holds since the last flush, and the batch being built.
+    recent: DedupIndex,
+    /// When `recent` moves to `dedup`.
+    flush: DedupFlush,
+    /// When `recent` was last moved to `dedup`.
+    flushed_at: Instant,
     /// The end of the stored log, for the publisher.
     stored: watch::Sender<Order>,
     /// Cancelled when the store fails.
@@ -156,6 +188,9 @@ impl Writer {
                 return;
             }
         }
+        if let Err(error) = self.flush_dedup() {
+            tracing::warn!(%error, "cannot record the newest dedup keys; they are re-indexed from the log at the next start");
+        }
         tracing::debug!("log writer stopped");
     }
 
@@ -165,7 +200,11 @@ impl Writer {
         let mut resolved = Vec::with_capacity(batch.len());
         for request in batch.iter_mut() {
             let message_id = request.message_id.take().unwrap_or_else(MessageId::random);
-            if let Some(order) = self.dedup.find(&message_id, &request.content) {
+            let known = match self.recent.find(&message_id, &request.content) {
+                Some(order) => Some(order),
+                None => self.dedup.find(&message_id, &request.content)?,
+            };
+            if let Some(order) = known {
                 tracing::info!(%message_id, %order, "write already in the log; not appended again");
                 resolved.push(Resolved::Existing(order));
                 continue;
@@ -175,7 +214,7 @@ impl Writer {
                 message_id,
                 content: std::mem::take(&mut request.content),
             };
-            self.dedup.record(&entry);
+            self.recent.record(&entry);
             next = next.next();
             resolved.push(Resolved::New(fresh.len()));
             fresh.push(entry);
@@ -186,6 +225,11 @@ impl Writer {
                 tracing::debug!(order = %entry.order, message_id = %entry.message_id, "entry sequenced and stored");
             }
             self.stored.send_replace(fresh[fresh.len() - 1].order);
+            if self.flushed_at.elapsed() >= self.flush.interval
+                || self.recent.len() >= self.flush.entries
+            {
+                self.flush_dedup()?;
+            }
         }
         for (request, resolved) in batch.drain(..).zip(resolved) {
             let outcome = match resolved {
@@ -194,6 +238,17 @@ impl Writer {
             };
             let _ = request.reply.send(outcome);
         }
+        Ok(())
+    }
+
+    /// Moves the keys of the stored entries from memory to the on-disk index. Only called
+    /// between batches, when everything in `recent` is in the log.
+    fn flush_dedup(&mut self) -> Result<(), StoreError> {
+        if !self.recent.is_empty() {
+            self.dedup.record(&self.recent, self.store.last_order())?;
+            self.recent.clear();
+        }
+        self.flushed_at = Instant::now();
         Ok(())
     }
 
@@ -215,24 +270,48 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use replog_common::rules::dedup::DedupMode;
     use replog_common::store::MemoryLog;
 
-    fn writer(mode: DedupMode) -> (LogWriter, Arc<MemoryLog>, watch::Receiver<Order>) {
+    /// A writer over a memory log, with its dedup index in a temporary directory (kept as
+    /// long as the returned guard lives).
+    fn writer(
+        mode: DedupMode,
+    ) -> (
+        LogWriter,
+        Arc<MemoryLog>,
+        watch::Receiver<Order>,
+        tempfile::TempDir,
+    ) {
+        writer_flushing(mode, DedupFlush::default())
+    }
+
+    fn writer_flushing(
+        mode: DedupMode,
+        flush: DedupFlush,
+    ) -> (
+        LogWriter,
+        Arc<MemoryLog>,
+        watch::Receiver<Order>,
+        tempfile::TempDir,
+    ) {
         let store = Arc::new(MemoryLog::new());
+        let dir = tempfile::tempdir().unwrap();
+        let keys = DedupKeys::open(&dir.path().join("dedup.redb"), mode).unwrap();
         let (stored, stored_end) = watch::channel(Order::ZERO);
         let (writer, _thread) = LogWriter::spawn(
             store.clone(),
-            DedupIndex::new(mode),
+            keys,
+            mode,
+            flush,
             stored,
             CancellationToken::new(),
         );
-        (writer, store, stored_end)
+        (writer, store, stored_end, dir)
     }
 
     #[tokio::test]
     async fn concurrent_writes_get_distinct_contiguous_orders() {
-        let (writer, store, stored_end) = writer(DedupMode::Id);
+        let (writer, store, stored_end, _dir) = writer(DedupMode::Id);
         let tasks: Vec<_> = (0..200)
             .map(|i| {
                 let writer = writer.clone();
@@ -262,7 +341,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_retried_message_id_returns_the_original_entry() {
-        let (writer, store, _stored_end) = writer(DedupMode::Id);
+        let (writer, store, _stored_end, _dir) = writer(DedupMode::Id);
         let id = MessageId::parse("client-1").unwrap();
         let first = writer.append(Some(id.clone()), "a".into()).await.unwrap();
         let again = writer.append(Some(id), "different".into()).await.unwrap();
@@ -273,10 +352,28 @@ mod tests {
 
     #[tokio::test]
     async fn content_dedup_matches_equal_payloads() {
-        let (writer, store, _stored_end) = writer(DedupMode::Content);
+        let (writer, store, _stored_end, _dir) = writer(DedupMode::Content);
         writer.append(None, "same".into()).await.unwrap();
         let again = writer.append(None, "same".into()).await.unwrap();
         assert!(matches!(again, Appended::Existing(ref e) if e.order == Order(1)));
         assert_eq!(store.last_order(), Order(1));
+    }
+
+    #[tokio::test]
+    async fn ids_and_contents_moved_to_disk_still_deduplicate() {
+        // Flushing after every batch leaves nothing in memory: every match comes from disk.
+        let every_batch = DedupFlush {
+            interval: Duration::ZERO,
+            entries: 1,
+        };
+        let (writer, store, _stored_end, _dir) = writer_flushing(DedupMode::Content, every_batch);
+        let id = MessageId::parse("client-1").unwrap();
+        let first = writer.append(Some(id.clone()), "a".into()).await.unwrap();
+        writer.append(None, "b".into()).await.unwrap();
+        let by_id = writer.append(Some(id), "other".into()).await.unwrap();
+        let by_content = writer.append(None, "b".into()).await.unwrap();
+        assert_eq!(by_id, Appended::Existing(first.entry().clone()));
+        assert!(matches!(by_content, Appended::Existing(ref e) if e.order == Order(2)));
+        assert_eq!(store.last_order(), Order(2));
     }
 }

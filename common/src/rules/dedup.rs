@@ -1,4 +1,8 @@
-//! The master's deduplication index: which log position already holds a given write.
+//! The master's deduplication rule: which log position already holds a given write.
+//!
+//! [`DedupIndex`] holds its keys in memory. The master uses it for its most recent entries only
+//! (a second's worth at most) and moves their keys to disk ([`crate::store::DedupKeys`]) in one
+//! transaction a second, so memory does not grow with the log.
 
 use crate::entry::Entry;
 use crate::ids::{MessageId, Order};
@@ -55,6 +59,29 @@ impl DedupIndex {
                 .entry(entry.content.clone())
                 .or_insert(entry.order);
         }
+    }
+
+    /// The message ids it holds, with their orders.
+    pub fn ids(&self) -> impl Iterator<Item = (&MessageId, Order)> {
+        self.by_id.iter().map(|(id, order)| (id, *order))
+    }
+
+    /// The contents it holds (only with [`DedupMode::Content`]), with their orders.
+    pub fn contents(&self) -> impl Iterator<Item = (&str, Order)> {
+        self.by_content
+            .iter()
+            .map(|(content, order)| (content.as_str(), *order))
+    }
+
+    /// Which mode it was made for.
+    pub fn mode(&self) -> DedupMode {
+        self.mode
+    }
+
+    /// Forgets every entry.
+    pub fn clear(&mut self) {
+        self.by_id.clear();
+        self.by_content.clear();
     }
 
     /// How many entries are indexed.

@@ -5,10 +5,12 @@
 //! time and are batched by the caller, so a durable store can sync once per batch.
 
 mod data_dir;
+mod dedup_keys;
 mod memory;
 mod segmented;
 
 pub use data_dir::DataDir;
+pub use dedup_keys::{CatchUp, DedupKeys, FLUSH_ENTRIES};
 pub use memory::MemoryLog;
 pub use segmented::{CutTail, Recovery, SegmentedLog, SegmentedLogOptions, TailDamage};
 

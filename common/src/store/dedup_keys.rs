@@ -1,0 +1,322 @@
+//! The master's deduplication keys on disk: every entry's message id (and, with
+//! `--dedup content`, a BLAKE3 digest of its content) mapped to its order, in a redb database
+//! beside the log. The index costs disk, not memory, however long the log grows; redb's page
+//! cache is bounded ([`CACHE_BYTES`]).
+//!
+//! The log is the source of truth and the index trails it: the master collects the keys of its
+//! newest stored entries in memory ([`DedupIndex`]) and [`DedupKeys::record`] moves them here in
+//! one durable transaction, sorted, about once a second (one transaction per batch of the log
+//! made random B-tree page copies the bottleneck: `w=1` throughput fell by half). At start
+//! [`DedupKeys::catch_up`] indexes whatever the log holds beyond what the index recorded (or
+//! rebuilds the index when it cannot be trusted), so a crash costs a short re-scan, never a
+//! missed duplicate.
+
+use super::{LogStore, StoreError};
+
+use crate::ids::{MessageId, Order};
+use crate::rules::dedup::{DedupIndex, DedupMode};
+use redb::{Database, Durability, ReadableTable, TableDefinition};
+use std::path::Path;
+
+/// Key bytes to order.
+const KEYS: TableDefinition<&[u8], u64> = TableDefinition::new("keys");
+
+/// Bookkeeping: how far the index goes and which mode built it.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// The last order whose keys are recorded.
+const INDEXED_UP_TO: &str = "indexed_up_to";
+
+/// 1 when content keys are recorded too.
+const WITH_CONTENT: &str = "with_content";
+
+/// redb's page cache: what the index may hold in memory.
+pub const CACHE_BYTES: usize = 32 << 20;
+
+/// Entries read from the log at a time while indexing.
+const SCAN_PAGE: usize = 4096;
+
+/// Most entries whose keys are collected in memory before they are recorded; the master's
+/// writer uses it too.
+pub const FLUSH_ENTRIES: usize = 100_000;
+
+/// Prefix of a message-id key.
+const ID_KEY: u8 = b'i';
+
+/// Prefix of a content-digest key.
+const CONTENT_KEY: u8 = b'c';
+
+/// The on-disk dedup index.
+pub struct DedupKeys {
+    db: Database,
+    mode: DedupMode,
+}
+
+/// What [`DedupKeys::catch_up`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CatchUp {
+    /// Entries indexed from the log.
+    pub indexed: u64,
+    /// Whether the old index was thrown away (another dedup mode, or ahead of the log).
+    pub rebuilt: bool,
+}
+
+fn index_error(error: impl Into<redb::Error>) -> StoreError {
+    StoreError::Corrupt(format!("dedup index: {}", error.into()))
+}
+
+fn id_key(message_id: &MessageId) -> Vec<u8> {
+    let id = message_id.as_str().as_bytes();
+    let mut key = Vec::with_capacity(1 + id.len());
+    key.push(ID_KEY);
+    key.extend_from_slice(id);
+    key
+}
+
+fn content_key(content: &str) -> [u8; 33] {
+    let mut key = [0u8; 33];
+    key[0] = CONTENT_KEY;
+    key[1..].copy_from_slice(blake3::hash(content.as_bytes()).as_bytes());
+    key
+}
+
+impl DedupKeys {
+    /// Opens (or creates) the index at `path` for `mode`.
+    pub fn open(path: &Path, mode: DedupMode) -> Result<DedupKeys, StoreError> {
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(index_error)?;
+        let keys = DedupKeys { db, mode };
+        let txn = keys.db.begin_write().map_err(index_error)?;
+        txn.open_table(KEYS).map_err(index_error)?;
+        txn.open_table(META).map_err(index_error)?;
+        txn.commit().map_err(index_error)?;
+        Ok(keys)
+    }
+
+    /// The last order whose keys are recorded.
+    pub fn indexed_up_to(&self) -> Result<Order, StoreError> {
+        Ok(Order(self.meta(INDEXED_UP_TO)?.unwrap_or(0)))
+    }
+
+    fn meta(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        let txn = self.db.begin_read().map_err(index_error)?;
+        let table = txn.open_table(META).map_err(index_error)?;
+        Ok(table.get(name).map_err(index_error)?.map(|v| v.value()))
+    }
+
+    /// Where a write with this id (or, with [`DedupMode::Content`], this content) stands, if
+    /// anywhere. A content match is by digest: the caller reads the entry and compares.
+    pub fn find(&self, message_id: &MessageId, content: &str) -> Result<Option<Order>, StoreError> {
+        let txn = self.db.begin_read().map_err(index_error)?;
+        let table = txn.open_table(KEYS).map_err(index_error)?;
+        if let Some(order) = table
+            .get(id_key(message_id).as_slice())
+            .map_err(index_error)?
+        {
+            return Ok(Some(Order(order.value())));
+        }
+        if self.mode == DedupMode::Content {
+            if let Some(order) = table
+                .get(content_key(content).as_slice())
+                .map_err(index_error)?
+            {
+                return Ok(Some(Order(order.value())));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Records the keys `recent` holds (entries already stored in the log, up to `up_to`) in
+    /// one durable transaction. A key the index has already keeps its order.
+    pub fn record(&self, recent: &DedupIndex, up_to: Order) -> Result<(), StoreError> {
+        let mut pairs: Vec<(Vec<u8>, u64)> = recent
+            .ids()
+            .map(|(id, order)| (id_key(id), order.get()))
+            .collect();
+        if self.mode == DedupMode::Content {
+            pairs.extend(
+                recent
+                    .contents()
+                    .map(|(content, order)| (content_key(content).to_vec(), order.get())),
+            );
+        }
+        // Sorted keys touch each B-tree page once.
+        pairs.sort_unstable();
+        let mut txn = self.db.begin_write().map_err(index_error)?;
+        txn.set_durability(Durability::Immediate);
+        {
+            let mut keys = txn.open_table(KEYS).map_err(index_error)?;
+            for (key, order) in &pairs {
+                if keys.get(key.as_slice()).map_err(index_error)?.is_none() {
+                    keys.insert(key.as_slice(), *order).map_err(index_error)?;
+                }
+            }
+            let mut meta = txn.open_table(META).map_err(index_error)?;
+            meta.insert(INDEXED_UP_TO, up_to.get())
+                .map_err(index_error)?;
+        }
+        txn.commit().map_err(index_error)
+    }
+
+    /// Brings the index up to `log`'s end: indexes the entries it has not recorded, or
+    /// rebuilds it from the first entry when it was built for another mode or records more
+    /// than the log holds (the log lost a torn tail).
+    pub fn catch_up(&mut self, log: &dyn LogStore) -> Result<CatchUp, StoreError> {
+        let last = log.last_order();
+        let with_content = u64::from(self.mode == DedupMode::Content);
+        let stale = self
+            .meta(WITH_CONTENT)?
+            .is_some_and(|built| built != with_content)
+            || self.indexed_up_to()? > last;
+        if stale {
+            let txn = self.db.begin_write().map_err(index_error)?;
+            txn.delete_table(KEYS).map_err(index_error)?;
+            txn.delete_table(META).map_err(index_error)?;
+            txn.open_table(KEYS).map_err(index_error)?;
+            txn.open_table(META).map_err(index_error)?;
+            txn.commit().map_err(index_error)?;
+        }
+        {
+            let txn = self.db.begin_write().map_err(index_error)?;
+            txn.open_table(META)
+                .map_err(index_error)?
+                .insert(WITH_CONTENT, with_content)
+                .map_err(index_error)?;
+            txn.commit().map_err(index_error)?;
+        }
+        let mut from = self.indexed_up_to()?.next();
+        let mut indexed = 0;
+        let mut recent = DedupIndex::new(self.mode);
+        while from <= last {
+            let page = log.read(from, SCAN_PAGE)?;
+            let Some(end) = page.last().map(|entry| entry.order) else {
+                break;
+            };
+            page.iter().for_each(|entry| recent.record(entry));
+            indexed += page.len() as u64;
+            from = end.next();
+            if recent.len() >= FLUSH_ENTRIES || from > last {
+                self.record(&recent, end)?;
+                recent.clear();
+            }
+        }
+        Ok(CatchUp {
+            indexed,
+            rebuilt: stale,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::Entry;
+    use crate::store::MemoryLog;
+
+    fn entry(order: u64, id: &str, content: &str) -> Entry {
+        Entry {
+            order: Order(order),
+            message_id: MessageId::parse(id).unwrap(),
+            content: content.into(),
+        }
+    }
+
+    fn id(raw: &str) -> MessageId {
+        MessageId::parse(raw).unwrap()
+    }
+
+    fn recent(mode: DedupMode, entries: &[Entry]) -> DedupIndex {
+        let mut index = DedupIndex::new(mode);
+        entries.iter().for_each(|entry| index.record(entry));
+        index
+    }
+
+    fn log_of(entries: &[Entry]) -> MemoryLog {
+        let log = MemoryLog::new();
+        log.append(entries).unwrap();
+        log
+    }
+
+    #[test]
+    fn recorded_ids_are_found_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dedup.redb");
+        {
+            let keys = DedupKeys::open(&path, DedupMode::Id).unwrap();
+            let stored = [entry(1, "a", "x"), entry(2, "b", "x")];
+            keys.record(&recent(DedupMode::Id, &stored), Order(2))
+                .unwrap();
+            assert_eq!(keys.find(&id("b"), "").unwrap(), Some(Order(2)));
+            assert_eq!(keys.find(&id("c"), "x").unwrap(), None, "content is no key");
+            assert_eq!(keys.indexed_up_to().unwrap(), Order(2));
+        }
+        let keys = DedupKeys::open(&path, DedupMode::Id).unwrap();
+        assert_eq!(keys.find(&id("a"), "").unwrap(), Some(Order(1)));
+    }
+
+    #[test]
+    fn content_mode_finds_equal_content_and_the_first_entry_keeps_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = DedupKeys::open(&dir.path().join("d"), DedupMode::Content).unwrap();
+        let stored = [entry(1, "a", "same"), entry(2, "b", "same")];
+        keys.record(&recent(DedupMode::Content, &stored), Order(2))
+            .unwrap();
+        assert_eq!(keys.find(&id("z"), "same").unwrap(), Some(Order(1)));
+        assert_eq!(keys.find(&id("b"), "other").unwrap(), Some(Order(2)));
+        assert_eq!(keys.find(&id("z"), "other").unwrap(), None);
+    }
+
+    #[test]
+    fn catch_up_indexes_what_the_log_holds_beyond_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut keys = DedupKeys::open(&dir.path().join("d"), DedupMode::Id).unwrap();
+        let entries: Vec<Entry> = (1..=10_000)
+            .map(|n| entry(n, &format!("id-{n}"), "c"))
+            .collect();
+        keys.record(&recent(DedupMode::Id, &entries[..3]), Order(3))
+            .unwrap();
+        let log = log_of(&entries);
+        let done = keys.catch_up(&log).unwrap();
+        assert_eq!(
+            done,
+            CatchUp {
+                indexed: 9_997,
+                rebuilt: false
+            }
+        );
+        assert_eq!(keys.find(&id("id-9999"), "").unwrap(), Some(Order(9_999)));
+        assert_eq!(keys.catch_up(&log).unwrap().indexed, 0);
+    }
+
+    #[test]
+    fn an_index_ahead_of_the_log_or_of_another_mode_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d");
+        let stored = [entry(1, "a", "x"), entry(2, "b", "y")];
+        {
+            let mut keys = DedupKeys::open(&path, DedupMode::Id).unwrap();
+            keys.catch_up(&log_of(&stored)).unwrap();
+            let torn = [entry(3, "torn", "z")];
+            keys.record(&recent(DedupMode::Id, &torn), Order(3))
+                .unwrap();
+        }
+        // The log lost entry 3 (a torn tail): its key must not answer for a write any more.
+        let mut keys = DedupKeys::open(&path, DedupMode::Id).unwrap();
+        assert!(keys.catch_up(&log_of(&stored)).unwrap().rebuilt);
+        assert_eq!(keys.find(&id("torn"), "").unwrap(), None);
+        assert_eq!(keys.find(&id("b"), "").unwrap(), Some(Order(2)));
+        drop(keys);
+        // Content keys appear when the mode changes to content.
+        let mut keys = DedupKeys::open(&path, DedupMode::Content).unwrap();
+        assert_eq!(
+            keys.catch_up(&log_of(&stored)).unwrap(),
+            CatchUp {
+                indexed: 2,
+                rebuilt: true
+            }
+        );
+        assert_eq!(keys.find(&id("zz"), "y").unwrap(), Some(Order(2)));
+    }
+}
