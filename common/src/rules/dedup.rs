@@ -73,11 +73,6 @@ impl DedupIndex {
             .map(|(content, order)| (content.as_str(), *order))
     }
 
-    /// Which mode it was made for.
-    pub fn mode(&self) -> DedupMode {
-        self.mode
-    }
-
     /// Forgets every entry.
     pub fn clear(&mut self) {
         self.by_id.clear();
