@@ -134,4 +134,22 @@ mod tests {
         );
         assert_eq!(index.len(), 2, "both entries stay findable by id");
     }
+
+    #[test]
+    fn it_lists_its_keys_and_forgets_them_on_clear() {
+        let mut index = DedupIndex::new(DedupMode::Content);
+        index.record(&entry(1, "a", "x"));
+        index.record(&entry(2, "b", "x"));
+        let ids: Vec<(String, Order)> = index
+            .ids()
+            .map(|(id, order)| (id.as_str().to_owned(), order))
+            .collect();
+        assert_eq!(ids.len(), 2);
+        assert!(ids.contains(&("b".to_owned(), Order(2))));
+        // The first entry keeps a content key.
+        assert_eq!(index.contents().collect::<Vec<_>>(), [("x", Order(1))]);
+        index.clear();
+        assert!(index.is_empty());
+        assert_eq!(index.find(&MessageId::parse("a").unwrap(), "x"), None);
+    }
 }
