@@ -23,4 +23,13 @@ impl Entry {
             content: format!("m{order}"),
         }
     }
+
+    /// An entry with the given order, message id and content, for tests.
+    pub(crate) fn of(order: u64, message_id: &str, content: &str) -> Entry {
+        Entry {
+            order: Order(order),
+            message_id: MessageId::parse(message_id).expect("a valid message id"),
+            content: content.into(),
+        }
+    }
 }

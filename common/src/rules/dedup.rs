@@ -95,11 +95,7 @@ mod tests {
     use super::*;
 
     fn entry(order: u64, id: &str, content: &str) -> Entry {
-        Entry {
-            order: Order(order),
-            message_id: MessageId::parse(id).unwrap(),
-            content: content.into(),
-        }
+        Entry::of(order, id, content)
     }
 
     #[test]

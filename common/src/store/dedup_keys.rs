@@ -216,11 +216,7 @@ mod tests {
     use crate::store::MemoryLog;
 
     fn entry(order: u64, id: &str, content: &str) -> Entry {
-        Entry {
-            order: Order(order),
-            message_id: MessageId::parse(id).unwrap(),
-            content: content.into(),
-        }
+        Entry::of(order, id, content)
     }
 
     fn id(raw: &str) -> MessageId {
