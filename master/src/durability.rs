@@ -43,7 +43,16 @@ pub fn recover(path: &Path, mode: DedupMode) -> Result<Recovered, StoreError> {
     let data_dir = DataDir::open(path)?;
     let (log, recovery) = data_dir.open_log()?;
     let last = recovery.last_order;
-    let mut dedup = DedupKeys::open(&data_dir.path().join(DEDUP_FILE), mode)?;
+    let dedup_path = data_dir.path().join(DEDUP_FILE);
+    let mut dedup = match DedupKeys::open(&dedup_path, mode) {
+        Ok(keys) => keys,
+        Err(error) => {
+            // The index is derived from the log: one that cannot be read is rebuilt.
+            tracing::warn!(%error, path = %dedup_path.display(), "the dedup index cannot be opened; rebuilding it from the log");
+            std::fs::remove_file(&dedup_path)?;
+            DedupKeys::open(&dedup_path, mode)?
+        }
+    };
     let caught_up = dedup.catch_up(&log)?;
     if caught_up.rebuilt {
         tracing::info!(
@@ -163,6 +172,27 @@ mod tests {
         assert_eq!(
             recover(dir.path(), DedupMode::Id).unwrap().confirmed,
             Order(1)
+        );
+    }
+
+    #[test]
+    fn an_unreadable_dedup_index_is_rebuilt_from_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let recovered = recover(dir.path(), DedupMode::Id).unwrap();
+            recovered
+                .store
+                .append(&[entry(1, "a"), entry(2, "b")])
+                .unwrap();
+        }
+        std::fs::write(dir.path().join(DEDUP_FILE), b"not a database").unwrap();
+        let recovered = recover(dir.path(), DedupMode::Id).unwrap();
+        assert_eq!(
+            recovered
+                .dedup
+                .find(&MessageId::parse("b").unwrap(), "")
+                .unwrap(),
+            Some(Order(2))
         );
     }
 }

@@ -200,10 +200,7 @@ impl Writer {
         let mut resolved = Vec::with_capacity(batch.len());
         for request in batch.iter_mut() {
             let message_id = request.message_id.take().unwrap_or_else(MessageId::random);
-            let known = match self.recent.find(&message_id, &request.content) {
-                Some(order) => Some(order),
-                None => self.dedup.find(&message_id, &request.content)?,
-            };
+            let known = self.find(&message_id, &request.content)?;
             if let Some(order) = known {
                 tracing::info!(%message_id, %order, "write already in the log; not appended again");
                 resolved.push(Resolved::Existing(order));
@@ -225,11 +222,6 @@ impl Writer {
                 tracing::debug!(order = %entry.order, message_id = %entry.message_id, "entry sequenced and stored");
             }
             self.stored.send_replace(fresh[fresh.len() - 1].order);
-            if self.flushed_at.elapsed() >= self.flush.interval
-                || self.recent.len() >= self.flush.entries
-            {
-                self.flush_dedup()?;
-            }
         }
         for (request, resolved) in batch.drain(..).zip(resolved) {
             let outcome = match resolved {
@@ -238,7 +230,31 @@ impl Writer {
             };
             let _ = request.reply.send(outcome);
         }
+        // After the answers: the batch is stored whatever becomes of its keys, and keys the
+        // index misses in a crash are indexed from the log at the next start.
+        if !fresh.is_empty()
+            && (self.flushed_at.elapsed() >= self.flush.interval
+                || self.recent.len() >= self.flush.entries)
+        {
+            self.flush_dedup()?;
+        }
         Ok(())
+    }
+
+    /// Where the log already holds this write: a known message id first, in memory or on
+    /// disk, and only then (with `--dedup content`) equal content, so that a client's retry
+    /// always finds its own entry.
+    fn find(&self, message_id: &MessageId, content: &str) -> Result<Option<Order>, StoreError> {
+        if let Some(order) = self.recent.find_id(message_id) {
+            return Ok(Some(order));
+        }
+        if let Some(order) = self.dedup.find_id(message_id)? {
+            return Ok(Some(order));
+        }
+        if let Some(order) = self.recent.find_content(content) {
+            return Ok(Some(order));
+        }
+        self.dedup.find_content(content)
     }
 
     /// Moves the keys of the stored entries from memory to the on-disk index. Only called
@@ -375,5 +391,23 @@ mod tests {
         assert_eq!(by_id, Appended::Existing(first.entry().clone()));
         assert!(matches!(by_content, Appended::Existing(ref e) if e.order == Order(2)));
         assert_eq!(store.last_order(), Order(2));
+    }
+
+    #[tokio::test]
+    async fn a_retried_id_on_disk_beats_equal_content_in_memory() {
+        // `a` reaches disk with the first flush (two entries), `b` stays in memory.
+        let two_at_a_time = DedupFlush {
+            interval: Duration::from_secs(3600),
+            entries: 2,
+        };
+        let (writer, _store, _stored_end, _dir) =
+            writer_flushing(DedupMode::Content, two_at_a_time);
+        let a = MessageId::parse("a").unwrap();
+        let first = writer.append(Some(a.clone()), "x".into()).await.unwrap();
+        writer.append(None, "z".into()).await.unwrap();
+        writer.append(None, "y".into()).await.unwrap();
+        // A retry of `a` whose content equals the in-memory entry's is still `a`.
+        let retry = writer.append(Some(a), "y".into()).await.unwrap();
+        assert_eq!(retry, Appended::Existing(first.entry().clone()));
     }
 }

@@ -42,11 +42,22 @@ impl DedupIndex {
 
     /// Where a write with this id and content already stands, if anywhere.
     pub fn find(&self, message_id: &MessageId, content: &str) -> Option<Order> {
-        let by_content = || match self.mode {
+        self.find_id(message_id)
+            .or_else(|| self.find_content(content))
+    }
+
+    /// Where the entry with this message id stands, if it is here.
+    pub fn find_id(&self, message_id: &MessageId) -> Option<Order> {
+        self.by_id.get(message_id).copied()
+    }
+
+    /// Where the first entry with this content stands, if it is here and contents are keys
+    /// ([`DedupMode::Content`]).
+    pub fn find_content(&self, content: &str) -> Option<Order> {
+        match self.mode {
             DedupMode::Id => None,
             DedupMode::Content => self.by_content.get(content).copied(),
-        };
-        self.by_id.get(message_id).copied().or_else(by_content)
+        }
     }
 
     /// Records an entry that was appended to the log.

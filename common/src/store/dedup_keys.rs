@@ -36,8 +36,7 @@ pub const CACHE_BYTES: usize = 32 << 20;
 /// Entries read from the log at a time while indexing.
 const SCAN_PAGE: usize = 4096;
 
-/// Most entries whose keys are collected in memory before they are recorded; the master's
-/// writer uses it too.
+/// Most entries whose keys the master's writer collects in memory before it records them.
 pub const FLUSH_ENTRIES: usize = 100_000;
 
 /// Prefix of a message-id key.
@@ -88,11 +87,19 @@ impl DedupKeys {
             .create(path)
             .map_err(index_error)?;
         let keys = DedupKeys { db, mode };
-        let txn = keys.db.begin_write().map_err(index_error)?;
+        let txn = keys.write_txn()?;
         txn.open_table(KEYS).map_err(index_error)?;
         txn.open_table(META).map_err(index_error)?;
         txn.commit().map_err(index_error)?;
         Ok(keys)
+    }
+
+    /// A write transaction whose commit also saves what a restart after a crash needs, so
+    /// that reopening is quick rather than a walk over the whole index.
+    fn write_txn(&self) -> Result<redb::WriteTransaction, StoreError> {
+        let mut txn = self.db.begin_write().map_err(index_error)?;
+        txn.set_quick_repair(true);
+        Ok(txn)
     }
 
     /// The last order whose keys are recorded.
@@ -106,26 +113,34 @@ impl DedupKeys {
         Ok(table.get(name).map_err(index_error)?.map(|v| v.value()))
     }
 
-    /// Where a write with this id (or, with [`DedupMode::Content`], this content) stands, if
-    /// anywhere. A content match is by digest: the caller reads the entry and compares.
+    /// Where a write with this id, or else (with [`DedupMode::Content`]) this content, stands.
     pub fn find(&self, message_id: &MessageId, content: &str) -> Result<Option<Order>, StoreError> {
+        match self.find_id(message_id)? {
+            Some(order) => Ok(Some(order)),
+            None => self.find_content(content),
+        }
+    }
+
+    /// Where the entry with this message id stands, if the index has it.
+    pub fn find_id(&self, message_id: &MessageId) -> Result<Option<Order>, StoreError> {
+        self.get(&id_key(message_id))
+    }
+
+    /// Where the first entry with this content stands, if contents are keys
+    /// ([`DedupMode::Content`]) and the index has it. Contents are matched by BLAKE3-256
+    /// digest: two different contents with one digest are not expected to exist.
+    pub fn find_content(&self, content: &str) -> Result<Option<Order>, StoreError> {
+        match self.mode {
+            DedupMode::Id => Ok(None),
+            DedupMode::Content => self.get(&content_key(content)),
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Order>, StoreError> {
         let txn = self.db.begin_read().map_err(index_error)?;
         let table = txn.open_table(KEYS).map_err(index_error)?;
-        if let Some(order) = table
-            .get(id_key(message_id).as_slice())
-            .map_err(index_error)?
-        {
-            return Ok(Some(Order(order.value())));
-        }
-        if self.mode == DedupMode::Content {
-            if let Some(order) = table
-                .get(content_key(content).as_slice())
-                .map_err(index_error)?
-            {
-                return Ok(Some(Order(order.value())));
-            }
-        }
-        Ok(None)
+        let order = table.get(key).map_err(index_error)?;
+        Ok(order.map(|order| Order(order.value())))
     }
 
     /// Records the keys `recent` holds (entries already stored in the log, up to `up_to`) in
@@ -144,7 +159,7 @@ impl DedupKeys {
         }
         // Sorted keys touch each B-tree page once.
         pairs.sort_unstable();
-        let mut txn = self.db.begin_write().map_err(index_error)?;
+        let mut txn = self.write_txn()?;
         txn.set_durability(Durability::Immediate);
         {
             let mut keys = txn.open_table(KEYS).map_err(index_error)?;
@@ -171,7 +186,7 @@ impl DedupKeys {
             .is_some_and(|built| built != with_content)
             || self.indexed_up_to()? > last;
         if stale {
-            let txn = self.db.begin_write().map_err(index_error)?;
+            let txn = self.write_txn()?;
             txn.delete_table(KEYS).map_err(index_error)?;
             txn.delete_table(META).map_err(index_error)?;
             txn.open_table(KEYS).map_err(index_error)?;
@@ -179,7 +194,7 @@ impl DedupKeys {
             txn.commit().map_err(index_error)?;
         }
         {
-            let txn = self.db.begin_write().map_err(index_error)?;
+            let txn = self.write_txn()?;
             txn.open_table(META)
                 .map_err(index_error)?
                 .insert(WITH_CONTENT, with_content)
@@ -197,10 +212,9 @@ impl DedupKeys {
             page.iter().for_each(|entry| recent.record(entry));
             indexed += page.len() as u64;
             from = end.next();
-            if recent.len() >= FLUSH_ENTRIES || from > last {
-                self.record(&recent, end)?;
-                recent.clear();
-            }
+            // One transaction per page: a page of large contents is all that is held.
+            self.record(&recent, end)?;
+            recent.clear();
         }
         Ok(CatchUp {
             indexed,
