@@ -6,7 +6,7 @@
 //! the handlers. One thread means one total order with no lock held across I/O.
 
 use replog_common::rules::dedup::{DedupIndex, DedupMode};
-use replog_common::store::{DedupKeys, LogStore, StoreError, FLUSH_ENTRIES};
+use replog_common::store::{DedupKeys, LogStore, Snapshot, StoreError, FLUSH_ENTRIES};
 use replog_common::{Entry, MessageId, Order};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -198,9 +198,14 @@ impl Writer {
         let mut next = self.store.last_order().next();
         let mut fresh: Vec<Entry> = Vec::new();
         let mut resolved = Vec::with_capacity(batch.len());
+        // The on-disk index only changes between batches: one read transaction serves them all.
+        let snapshot = self.dedup.snapshot()?;
         for request in batch.iter_mut() {
-            let message_id = request.message_id.take().unwrap_or_else(MessageId::random);
-            let known = self.find(&message_id, &request.content)?;
+            let client_id = request.message_id.take();
+            // A fresh UUID v4 cannot be in the log already; only a client's id is looked up.
+            let from_client = client_id.is_some();
+            let message_id = client_id.unwrap_or_else(MessageId::random);
+            let known = self.find(&snapshot, &message_id, from_client, &request.content)?;
             if let Some(order) = known {
                 tracing::info!(%message_id, %order, "write already in the log; not appended again");
                 resolved.push(Resolved::Existing(order));
@@ -244,17 +249,25 @@ impl Writer {
     /// Where the log already holds this write: a known message id first, in memory or on
     /// disk, and only then (with `--dedup content`) equal content, so that a client's retry
     /// always finds its own entry.
-    fn find(&self, message_id: &MessageId, content: &str) -> Result<Option<Order>, StoreError> {
-        if let Some(order) = self.recent.find_id(message_id) {
-            return Ok(Some(order));
-        }
-        if let Some(order) = self.dedup.find_id(message_id)? {
-            return Ok(Some(order));
+    fn find(
+        &self,
+        on_disk: &Snapshot,
+        message_id: &MessageId,
+        from_client: bool,
+        content: &str,
+    ) -> Result<Option<Order>, StoreError> {
+        if from_client {
+            if let Some(order) = self.recent.find_id(message_id) {
+                return Ok(Some(order));
+            }
+            if let Some(order) = on_disk.find_id(message_id)? {
+                return Ok(Some(order));
+            }
         }
         if let Some(order) = self.recent.find_content(content) {
             return Ok(Some(order));
         }
-        self.dedup.find_content(content)
+        on_disk.find_content(content)
     }
 
     /// Moves the keys of the stored entries from memory to the on-disk index. Only called

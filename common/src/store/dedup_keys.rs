@@ -51,6 +51,35 @@ pub struct DedupKeys {
     mode: DedupMode,
 }
 
+/// A read-only view of the index as of one moment: the master's writer takes one per batch,
+/// since the index only changes between batches.
+pub struct Snapshot {
+    keys: redb::ReadOnlyTable<&'static [u8], u64>,
+    mode: DedupMode,
+}
+
+impl Snapshot {
+    /// Where the entry with this message id stands, if the index has it.
+    pub fn find_id(&self, message_id: &MessageId) -> Result<Option<Order>, StoreError> {
+        self.get(&id_key(message_id))
+    }
+
+    /// Where the first entry with this content stands, if contents are keys
+    /// ([`DedupMode::Content`]) and the index has it. Contents are matched by BLAKE3-256
+    /// digest: two different contents with one digest are not expected to exist.
+    pub fn find_content(&self, content: &str) -> Result<Option<Order>, StoreError> {
+        match self.mode {
+            DedupMode::Id => Ok(None),
+            DedupMode::Content => self.get(&content_key(content)),
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Order>, StoreError> {
+        let order = self.keys.get(key).map_err(index_error)?;
+        Ok(order.map(|order| Order(order.value())))
+    }
+}
+
 /// What [`DedupKeys::catch_up`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CatchUp {
@@ -115,32 +144,20 @@ impl DedupKeys {
 
     /// Where a write with this id, or else (with [`DedupMode::Content`]) this content, stands.
     pub fn find(&self, message_id: &MessageId, content: &str) -> Result<Option<Order>, StoreError> {
-        match self.find_id(message_id)? {
+        let snapshot = self.snapshot()?;
+        match snapshot.find_id(message_id)? {
             Some(order) => Ok(Some(order)),
-            None => self.find_content(content),
+            None => snapshot.find_content(content),
         }
     }
 
-    /// Where the entry with this message id stands, if the index has it.
-    pub fn find_id(&self, message_id: &MessageId) -> Result<Option<Order>, StoreError> {
-        self.get(&id_key(message_id))
-    }
-
-    /// Where the first entry with this content stands, if contents are keys
-    /// ([`DedupMode::Content`]) and the index has it. Contents are matched by BLAKE3-256
-    /// digest: two different contents with one digest are not expected to exist.
-    pub fn find_content(&self, content: &str) -> Result<Option<Order>, StoreError> {
-        match self.mode {
-            DedupMode::Id => Ok(None),
-            DedupMode::Content => self.get(&content_key(content)),
-        }
-    }
-
-    fn get(&self, key: &[u8]) -> Result<Option<Order>, StoreError> {
+    /// A consistent view of the index for many lookups (one read transaction).
+    pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
         let txn = self.db.begin_read().map_err(index_error)?;
-        let table = txn.open_table(KEYS).map_err(index_error)?;
-        let order = table.get(key).map_err(index_error)?;
-        Ok(order.map(|order| Order(order.value())))
+        Ok(Snapshot {
+            keys: txn.open_table(KEYS).map_err(index_error)?,
+            mode: self.mode,
+        })
     }
 
     /// Records the keys `recent` holds (entries already stored in the log, up to `up_to`) in

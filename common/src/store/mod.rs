@@ -10,7 +10,7 @@ mod memory;
 mod segmented;
 
 pub use data_dir::DataDir;
-pub use dedup_keys::{CatchUp, DedupKeys, FLUSH_ENTRIES};
+pub use dedup_keys::{CatchUp, DedupKeys, Snapshot, FLUSH_ENTRIES};
 pub use memory::MemoryLog;
 pub use segmented::{CutTail, Recovery, SegmentedLog, SegmentedLogOptions, TailDamage};
 
