@@ -124,6 +124,14 @@ mod tests {
         }
     }
 
+    /// Where the recovered dedup index puts a message id.
+    fn found(recovered: &Recovered, id: &str) -> Option<Order> {
+        recovered
+            .dedup
+            .find(&MessageId::parse(id).unwrap(), "")
+            .unwrap()
+    }
+
     #[test]
     fn a_restart_recovers_numbering_dedup_and_the_confirmed_mark() {
         let dir = tempfile::tempdir().unwrap();
@@ -142,20 +150,8 @@ mod tests {
         let recovered = recover(dir.path(), DedupMode::Id).unwrap();
         assert_eq!(recovered.store.last_order(), Order(3));
         assert_eq!(recovered.confirmed, Order(2));
-        assert_eq!(
-            recovered
-                .dedup
-                .find(&MessageId::parse("b").unwrap(), "")
-                .unwrap(),
-            Some(Order(2))
-        );
-        assert_eq!(
-            recovered
-                .dedup
-                .find(&MessageId::parse("z").unwrap(), "")
-                .unwrap(),
-            None
-        );
+        assert_eq!(found(&recovered, "b"), Some(Order(2)));
+        assert_eq!(found(&recovered, "z"), None);
     }
 
     #[test]
@@ -187,12 +183,6 @@ mod tests {
         }
         std::fs::write(dir.path().join(DEDUP_FILE), b"not a database").unwrap();
         let recovered = recover(dir.path(), DedupMode::Id).unwrap();
-        assert_eq!(
-            recovered
-                .dedup
-                .find(&MessageId::parse("b").unwrap(), "")
-                .unwrap(),
-            Some(Order(2))
-        );
+        assert_eq!(found(&recovered, "b"), Some(Order(2)));
     }
 }
