@@ -44,7 +44,7 @@ pub fn recover(path: &Path, mode: DedupMode) -> Result<Recovered, StoreError> {
     let (log, recovery) = data_dir.open_log()?;
     let last = recovery.last_order;
     let dedup_path = data_dir.path().join(DEDUP_FILE);
-    let mut dedup = match DedupKeys::open(&dedup_path, mode) {
+    let dedup = match DedupKeys::open(&dedup_path, mode) {
         Ok(keys) => keys,
         Err(error) => {
             // The index is derived from the log: one that cannot be read is rebuilt.

@@ -75,7 +75,6 @@ impl Application {
         let (writer, writer_thread) = LogWriter::spawn(
             store.clone(),
             dedup,
-            dedup_mode,
             DedupFlush::default(),
             stored_tx,
             stop.clone(),

@@ -5,7 +5,7 @@
 //! call (one sync for a durable store) and only then tells the publisher and answers
 //! the handlers. One thread means one total order with no lock held across I/O.
 
-use replog_common::rules::dedup::{DedupIndex, DedupMode};
+use replog_common::rules::dedup::DedupIndex;
 use replog_common::store::{DedupKeys, LogStore, Snapshot, StoreError, FLUSH_ENTRIES};
 use replog_common::{Entry, MessageId, Order};
 use std::sync::Arc;
@@ -88,7 +88,6 @@ impl LogWriter {
     pub fn spawn(
         store: Arc<dyn LogStore>,
         dedup: DedupKeys,
-        mode: DedupMode,
         flush: DedupFlush,
         stored: watch::Sender<Order>,
         fatal: CancellationToken,
@@ -96,8 +95,8 @@ impl LogWriter {
         let (requests, inbox) = mpsc::channel(4 * MAX_BATCH);
         let writer = Writer {
             store,
+            recent: DedupIndex::new(dedup.mode()),
             dedup,
-            recent: DedupIndex::new(mode),
             flush,
             flushed_at: Instant::now(),
             stored,
@@ -299,6 +298,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use replog_common::rules::dedup::DedupMode;
     use replog_common::store::MemoryLog;
 
     /// A writer over a memory log, with its dedup index in a temporary directory (kept as
@@ -327,14 +327,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let keys = DedupKeys::open(&dir.path().join("dedup.redb"), mode).unwrap();
         let (stored, stored_end) = watch::channel(Order::ZERO);
-        let (writer, _thread) = LogWriter::spawn(
-            store.clone(),
-            keys,
-            mode,
-            flush,
-            stored,
-            CancellationToken::new(),
-        );
+        let (writer, _thread) =
+            LogWriter::spawn(store.clone(), keys, flush, stored, CancellationToken::new());
         (writer, store, stored_end, dir)
     }
 

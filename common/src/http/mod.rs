@@ -93,8 +93,7 @@ pub enum PageError {
 
 /// Serves `GET /messages[?from=&limit=]` from `store`: `{"messages": [...]}` up to the end the
 /// log had when the request came. The first chunk is read before answering, so a failing store
-/// gets a 500; the rest is streamed, reading on the blocking pool since a durable store reads
-/// from disk.
+/// gets a 500; the rest is streamed.
 pub async fn serve_page(
     store: Arc<dyn LogStore>,
     query: Result<Query<PageQuery>, QueryRejection>,
@@ -102,18 +101,9 @@ pub async fn serve_page(
     let Query(query) = query.map_err(|rejection| PageError::BadRequest(rejection.body_text()))?;
     let page = PageRequest::parse(&query).map_err(PageError::BadRequest)?;
     let last = page.last_in(store.last_order()).unwrap_or(Order::ZERO);
-    let first_chunk = match page_body::chunk_len(page.from, last) {
-        0 => Vec::new(),
-        wanted => {
-            let reader = store.clone();
-            let chunk = tokio::task::spawn_blocking(move || reader.read(page.from, wanted))
-                .await
-                .map_err(|e| PageError::Store(e.to_string()))?
-                .map_err(|e| PageError::Store(e.to_string()))?;
-            page_body::check_chunk(page.from, &chunk).map_err(PageError::Store)?;
-            chunk
-        }
-    };
+    let first_chunk = page_body::read_chunk(&store, page.from, last)
+        .await
+        .map_err(PageError::Store)?;
     let body = page_body::PageBody::new(store, page.from, last, first_chunk).into_body();
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }

@@ -79,18 +79,7 @@ impl PageBody {
         if let Some(first) = self.first_chunk.take() {
             return Ok(first);
         }
-        let wanted = chunk_len(self.next, self.last);
-        if wanted == 0 {
-            return Ok(Vec::new());
-        }
-        let store = self.store.clone();
-        let from = self.next;
-        let chunk = tokio::task::spawn_blocking(move || store.read(from, wanted))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-        check_chunk(from, &chunk)?;
-        Ok(chunk)
+        read_chunk(&self.store, self.next, self.last).await
     }
 
     /// Encodes `chunk` as the next piece of JSON; an empty chunk closes the document.
@@ -117,10 +106,30 @@ impl PageBody {
     }
 }
 
+/// Reads the next chunk of a page, from `next` up to `last` inclusive, on the blocking pool
+/// (a durable store reads from disk), and checks it; empty when `next` is beyond `last`.
+pub(crate) async fn read_chunk(
+    store: &Arc<dyn LogStore>,
+    next: Order,
+    last: Order,
+) -> Result<Vec<Entry>, String> {
+    let wanted = chunk_len(next, last);
+    if wanted == 0 {
+        return Ok(Vec::new());
+    }
+    let reader = store.clone();
+    let chunk = tokio::task::spawn_blocking(move || reader.read(next, wanted))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    check_chunk(next, &chunk)?;
+    Ok(chunk)
+}
+
 /// Checks that a read meant to start at `from` returned consecutive entries from exactly
 /// there: a store that returned nothing or something else would otherwise end the page early
 /// as well-formed JSON, leave a gap in it, or never move on.
-pub(crate) fn check_chunk(from: Order, chunk: &[Entry]) -> Result<(), String> {
+fn check_chunk(from: Order, chunk: &[Entry]) -> Result<(), String> {
     if chunk.is_empty() {
         return Err(format!("the store returned nothing from {from} on"));
     }
@@ -138,7 +147,7 @@ pub(crate) fn check_chunk(from: Order, chunk: &[Entry]) -> Result<(), String> {
 }
 
 /// How many entries to read next, from `next` up to `last` inclusive, at most a chunk.
-pub(crate) fn chunk_len(next: Order, last: Order) -> usize {
+fn chunk_len(next: Order, last: Order) -> usize {
     if next > last {
         return 0;
     }

@@ -123,6 +123,11 @@ impl DedupKeys {
         Ok(keys)
     }
 
+    /// What makes two writes the same entry for this index.
+    pub fn mode(&self) -> DedupMode {
+        self.mode
+    }
+
     /// A write transaction whose commit also saves what a restart after a crash needs, so
     /// that reopening is quick rather than a walk over the whole index.
     fn write_txn(&self) -> Result<redb::WriteTransaction, StoreError> {
@@ -195,29 +200,25 @@ impl DedupKeys {
     /// Brings the index up to `log`'s end: indexes the entries it has not recorded, or
     /// rebuilds it from the first entry when it was built for another mode or records more
     /// than the log holds (the log lost a torn tail).
-    pub fn catch_up(&mut self, log: &dyn LogStore) -> Result<CatchUp, StoreError> {
+    pub fn catch_up(&self, log: &dyn LogStore) -> Result<CatchUp, StoreError> {
         let last = log.last_order();
         let with_content = u64::from(self.mode == DedupMode::Content);
         let stale = self
             .meta(WITH_CONTENT)?
             .is_some_and(|built| built != with_content)
             || self.indexed_up_to()? > last;
+        // One transaction empties a stale index and marks which mode the index is built for.
+        let txn = self.write_txn()?;
         if stale {
-            let txn = self.write_txn()?;
             txn.delete_table(KEYS).map_err(index_error)?;
             txn.delete_table(META).map_err(index_error)?;
             txn.open_table(KEYS).map_err(index_error)?;
-            txn.open_table(META).map_err(index_error)?;
-            txn.commit().map_err(index_error)?;
         }
-        {
-            let txn = self.write_txn()?;
-            txn.open_table(META)
-                .map_err(index_error)?
-                .insert(WITH_CONTENT, with_content)
-                .map_err(index_error)?;
-            txn.commit().map_err(index_error)?;
-        }
+        txn.open_table(META)
+            .map_err(index_error)?
+            .insert(WITH_CONTENT, with_content)
+            .map_err(index_error)?;
+        txn.commit().map_err(index_error)?;
         let mut from = self.indexed_up_to()?.next();
         let mut indexed = 0;
         let mut recent = DedupIndex::new(self.mode);
@@ -298,7 +299,7 @@ mod tests {
     #[test]
     fn catch_up_indexes_what_the_log_holds_beyond_the_index() {
         let dir = tempfile::tempdir().unwrap();
-        let mut keys = DedupKeys::open(&dir.path().join("d"), DedupMode::Id).unwrap();
+        let keys = DedupKeys::open(&dir.path().join("d"), DedupMode::Id).unwrap();
         let entries: Vec<Entry> = (1..=10_000)
             .map(|n| entry(n, &format!("id-{n}"), "c"))
             .collect();
@@ -323,20 +324,20 @@ mod tests {
         let path = dir.path().join("d");
         let stored = [entry(1, "a", "x"), entry(2, "b", "y")];
         {
-            let mut keys = DedupKeys::open(&path, DedupMode::Id).unwrap();
+            let keys = DedupKeys::open(&path, DedupMode::Id).unwrap();
             keys.catch_up(&log_of(&stored)).unwrap();
             let torn = [entry(3, "torn", "z")];
             keys.record(&recent(DedupMode::Id, &torn), Order(3))
                 .unwrap();
         }
         // The log lost entry 3 (a torn tail): its key must not answer for a write any more.
-        let mut keys = DedupKeys::open(&path, DedupMode::Id).unwrap();
+        let keys = DedupKeys::open(&path, DedupMode::Id).unwrap();
         assert!(keys.catch_up(&log_of(&stored)).unwrap().rebuilt);
         assert_eq!(keys.find(&id("torn"), "").unwrap(), None);
         assert_eq!(keys.find(&id("b"), "").unwrap(), Some(Order(2)));
         drop(keys);
         // Content keys appear when the mode changes to content.
-        let mut keys = DedupKeys::open(&path, DedupMode::Content).unwrap();
+        let keys = DedupKeys::open(&path, DedupMode::Content).unwrap();
         assert_eq!(
             keys.catch_up(&log_of(&stored)).unwrap(),
             CatchUp {

@@ -516,16 +516,19 @@ impl MasterNode {
             .strip_prefix("http://")
             .expect("an http URL")
             .to_owned();
-        let listen = self
-            .process
-            .args
-            .iter()
-            .position(|arg| arg == "--listen")
-            .expect("the master was started with --listen");
-        self.process.args[listen + 1] = address;
+        set_flag(&mut self.process.args, "--listen", address);
         let url = self.process.restart().await;
         assert_eq!(url, self.api.url, "the master came back on another address");
     }
+}
+
+/// Replaces the value of `flag` in a node's command line, which must hold it.
+fn set_flag(args: &mut [String], flag: &str, value: String) {
+    let at = args
+        .iter()
+        .position(|arg| arg == flag)
+        .unwrap_or_else(|| panic!("the node was started with {flag}"));
+    args[at + 1] = value;
 }
 
 /// `cluster.master.post_message(..)` reads better than going through a field each time.
@@ -779,16 +782,12 @@ impl TestCluster {
     pub async fn start_rival_master(&self) -> MasterNode {
         let home = self.log_dir.join("rival-master");
         let mut args = self.master.process.args.clone();
-        let listen = args
-            .iter()
-            .position(|arg| arg == "--listen")
-            .expect("--listen");
-        args[listen + 1] = "127.0.0.1:0".into();
-        let data = args
-            .iter()
-            .position(|arg| arg == "--data-dir")
-            .expect("--data-dir");
-        args[data + 1] = data_dir(&home).to_string_lossy().into_owned();
+        set_flag(&mut args, "--listen", "127.0.0.1:0".into());
+        set_flag(
+            &mut args,
+            "--data-dir",
+            data_dir(&home).to_string_lossy().into_owned(),
+        );
         let log = self.log_dir.join("rival-master.log");
         let (process, url) =
             NodeProcess::spawn("rival-master", &binaries().master, args, home, log).await;
