@@ -13,10 +13,10 @@ pub struct Entry {
     pub content: String,
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "testing"))]
 impl Entry {
     /// A made-up entry at `order` with a fresh id and the content `m<order>`, for tests.
-    pub(crate) fn sample(order: u64) -> Entry {
+    pub fn sample(order: u64) -> Entry {
         Entry {
             order: Order(order),
             message_id: MessageId::random(),
@@ -25,7 +25,7 @@ impl Entry {
     }
 
     /// An entry with the given order, message id and content, for tests.
-    pub(crate) fn of(order: u64, message_id: &str, content: &str) -> Entry {
+    pub fn of(order: u64, message_id: &str, content: &str) -> Entry {
         Entry {
             order: Order(order),
             message_id: MessageId::parse(message_id).expect("a valid message id"),

@@ -1,7 +1,8 @@
 //! The master's flags, each with a `REPLOG_*` environment fallback.
 
 use clap::Parser;
-use replog_common::config::BrokerArgs;
+use replog_shell::config::BrokerArgs;
+use clap::builder::TypedValueParser as _;
 use replog_common::rules::dedup::DedupMode;
 use replog_common::NodeId;
 use std::net::SocketAddr;
@@ -48,7 +49,7 @@ pub struct MasterConfig {
     pub max_body_bytes: usize,
 
     /// What makes two writes the same entry: `id` (the message_id) or `content`.
-    #[arg(long, env = "REPLOG_DEDUP", value_enum, default_value_t = DedupMode::Id)]
+    #[arg(long, env = "REPLOG_DEDUP", default_value_t = DedupMode::Id, value_parser = clap::builder::PossibleValuesParser::new(["id", "content"]).map(|raw| raw.parse::<DedupMode>().expect("a listed value")))]
     pub dedup: DedupMode,
 
     /// How long the broker may take to confirm a publish before the master publishes the

@@ -9,7 +9,8 @@
 //! drop the duplicates.
 
 use replog_common::rules::dedup::DedupMode;
-use replog_common::store::{DataDir, DedupKeys, LogStore, StoreError};
+use crate::dedup_keys::DedupKeys;
+use replog_shell::store::{DataDir, LogStore, StoreError};
 use replog_common::Order;
 use std::path::Path;
 use std::sync::Arc;

@@ -3,6 +3,7 @@
 //! Module map:
 //! - [`config`]: flags and their checks.
 //! - [`write_request`]: a validated `POST /messages` body.
+//! - [`dedup_keys`]: the on-disk dedup index (redb), only the master keeps one.
 //! - [`durability`]: what the master recovers from its data directory at start.
 //! - [`writer`]: the single thread that numbers, deduplicates and stores entries.
 //! - [`publisher`]: publishes stored entries with confirms, republishing what is not confirmed.
@@ -13,6 +14,7 @@
 
 pub mod ack_consumer;
 pub mod config;
+pub mod dedup_keys;
 pub mod durability;
 pub mod http;
 pub mod publisher;

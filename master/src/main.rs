@@ -1,7 +1,7 @@
 //! `master`: parse flags, set up tracing, build, serve until a signal, say why it stopped.
 
 use clap::Parser;
-use replog_common::{shutdown, telemetry};
+use replog_shell::{shutdown, telemetry};
 use replog_master::config::MasterConfig;
 use replog_master::startup::Application;
 use std::process::ExitCode;

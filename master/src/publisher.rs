@@ -13,9 +13,9 @@
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation};
-use replog_common::amqp::{self, close_channel, AmqpError, Backoff, Broker};
-use replog_common::store::LogStore;
-use replog_common::topology::{QueueType, Topology};
+use replog_shell::amqp::{self, close_channel, AmqpError, Backoff, Broker};
+use replog_shell::store::LogStore;
+use replog_shell::topology::{QueueType, Topology};
 use replog_common::wire::EntryMessage;
 use replog_common::{Entry, NodeId, Order};
 use std::future::Future;

@@ -6,7 +6,8 @@
 //! the handlers. One thread means one total order with no lock held across I/O.
 
 use replog_common::rules::dedup::DedupIndex;
-use replog_common::store::{DedupKeys, LogStore, Snapshot, StoreError, FLUSH_ENTRIES};
+use crate::dedup_keys::{DedupKeys, Snapshot, FLUSH_ENTRIES};
+use replog_shell::store::{LogStore, StoreError};
 use replog_common::{Entry, MessageId, Order};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -299,7 +300,7 @@ impl Writer {
 mod tests {
     use super::*;
     use replog_common::rules::dedup::DedupMode;
-    use replog_common::store::MemoryLog;
+    use replog_shell::store::MemoryLog;
 
     /// A writer over a memory log, with its dedup index in a temporary directory (kept as
     /// long as the returned guard lives).

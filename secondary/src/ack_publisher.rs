@@ -7,8 +7,8 @@
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel};
-use replog_common::amqp::{self, AmqpError, Broker};
-use replog_common::topology::Topology;
+use replog_shell::amqp::{self, AmqpError, Broker};
+use replog_shell::topology::Topology;
 use replog_common::wire::AckMessage;
 use replog_common::{NodeId, Order};
 use std::time::Duration;

@@ -13,7 +13,7 @@ use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::Acker;
 use rand::Rng;
 use replog_common::rules::holdback::{HoldBack, Offered};
-use replog_common::store::LogStore;
+use replog_shell::store::LogStore;
 use replog_common::{Entry, Order};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -90,7 +90,7 @@ impl Applier {
     async fn apply(
         &mut self,
         batch: Vec<Incoming>,
-    ) -> Result<(), replog_common::store::StoreError> {
+    ) -> Result<(), replog_shell::store::StoreError> {
         let mut ready: Vec<Entry> = Vec::new();
         let mut settle = Vec::with_capacity(batch.len());
         {
@@ -133,7 +133,7 @@ impl Applier {
             tokio::task::spawn_blocking(move || store.append(&ready))
                 .await
                 .map_err(|e| {
-                    replog_common::store::StoreError::Corrupt(format!("store task failed: {e}"))
+                    replog_shell::store::StoreError::Corrupt(format!("store task failed: {e}"))
                 })??;
             tracing::debug!(%first, %last, "entries stored and applied");
             self.applied.send_replace(last);

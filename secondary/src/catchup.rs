@@ -7,7 +7,7 @@
 //! delivers is dropped as a duplicate.
 
 use crate::incoming::{Incoming, Source};
-use replog_common::amqp::Backoff;
+use replog_shell::amqp::Backoff;
 use replog_common::rules::holdback::HoldBack;
 use replog_common::wire::MessagesPage;
 use replog_common::{Entry, Order};

@@ -1,7 +1,7 @@
 //! The secondary's flags, each with a `REPLOG_*` environment fallback.
 
 use clap::Parser;
-use replog_common::config::BrokerArgs;
+use replog_shell::config::BrokerArgs;
 use replog_common::NodeId;
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -11,8 +11,8 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Consumer};
-use replog_common::amqp::{self, AmqpError, Broker};
-use replog_common::topology::{QueueType, Topology};
+use replog_shell::amqp::{self, AmqpError, Broker};
+use replog_shell::topology::{QueueType, Topology};
 use replog_common::wire::EntryMessage;
 use replog_common::NodeId;
 use std::time::Duration;

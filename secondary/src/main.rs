@@ -1,7 +1,7 @@
 //! `secondary`: parse flags, set up tracing, build, serve until a signal, say why it stopped.
 
 use clap::Parser;
-use replog_common::{shutdown, telemetry};
+use replog_shell::{shutdown, telemetry};
 use replog_secondary::config::SecondaryConfig;
 use replog_secondary::startup::Application;
 use std::process::ExitCode;

@@ -9,13 +9,44 @@ use crate::ids::{MessageId, Order};
 use std::collections::HashMap;
 
 /// What makes two writes "the same entry".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DedupMode {
     /// Equal `message_id`s (client-chosen, or a fresh UUID when absent) are the same entry.
     Id,
     /// Equal `content` is the same entry too, as the earlier implementation deduplicated.
     /// A known `message_id` still counts, so a client's retry is always safe.
     Content,
+}
+
+impl DedupMode {
+    /// Every mode, with its flag value, for command-line parsers.
+    pub const ALL: [(&'static str, DedupMode); 2] = [("id", DedupMode::Id), ("content", DedupMode::Content)];
+
+    /// The flag value of this mode (`id` or `content`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DedupMode::Id => "id",
+            DedupMode::Content => "content",
+        }
+    }
+}
+
+impl std::str::FromStr for DedupMode {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        DedupMode::ALL
+            .iter()
+            .find(|(name, _)| *name == raw)
+            .map(|(_, mode)| *mode)
+            .ok_or_else(|| format!("dedup mode must be `id` or `content`, got {raw:?}"))
+    }
+}
+
+impl std::fmt::Display for DedupMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Maps every entry's message id (and, with [`DedupMode::Content`], its content) to its

@@ -5,7 +5,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use replog_common::http::{error_response, PageError};
+use replog_shell::http::{error_response, PageError};
 use replog_common::{MessageId, Order};
 
 /// Every way a request to the master can fail.

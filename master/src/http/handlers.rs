@@ -10,7 +10,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use replog_common::http::{serve_page, PageQuery};
+use replog_shell::http::{serve_page, PageQuery};
 use serde_json::json;
 
 /// `POST /messages`: append (or find) the entry, then wait for its write concern.

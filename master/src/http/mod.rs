@@ -11,7 +11,7 @@ use crate::writer::LogWriter;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::Router;
-use replog_common::store::LogStore;
+use replog_shell::store::LogStore;
 use std::sync::Arc;
 
 /// What every handler shares.

@@ -7,7 +7,7 @@
 //! wait polls a condition until a deadline ([`wait_until`], [`wait_for`]).
 
 use futures_util::future::join_all;
-use replog_common::topology::Topology;
+use replog_shell::topology::Topology;
 use replog_common::wire::{EntryMessage, MessagesPage};
 use replog_common::NodeId;
 use reqwest::StatusCode;

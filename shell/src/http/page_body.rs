@@ -6,10 +6,10 @@
 //! sent): the body is cut off, which a client sees as a broken response, never as valid JSON
 //! with entries missing.
 
-use crate::ids::Order;
+use replog_common::ids::Order;
 use crate::store::LogStore;
-use crate::wire::EntryMessage;
-use crate::Entry;
+use replog_common::wire::EntryMessage;
+use replog_common::Entry;
 use axum::body::{Body, Bytes};
 use std::sync::Arc;
 
@@ -166,7 +166,7 @@ mod tests {
     use crate::http::{serve_page, PageQuery};
     use crate::store::MemoryLog;
     use crate::store::StoreError;
-    use crate::wire::MessagesPage;
+    use replog_common::wire::MessagesPage;
     use axum::extract::Query;
     use axum::http::StatusCode;
 

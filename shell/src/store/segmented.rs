@@ -18,8 +18,8 @@ mod record;
 pub use record::TailDamage;
 
 use super::{check_continues, LogStore, StoreError};
-use crate::entry::Entry;
-use crate::ids::Order;
+use replog_common::entry::Entry;
+use replog_common::ids::Order;
 use record::{Frame, RecordReader};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, Seek, SeekFrom, Write};
@@ -699,7 +699,7 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::MessageId;
+    use replog_common::ids::MessageId;
     use std::io::Read;
 
     fn entry(order: u64) -> Entry {

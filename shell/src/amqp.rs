@@ -7,7 +7,7 @@
 //! auto-recovery is left off, so the two never fight: when a channel or connection fails, the
 //! task that owns the channel notices, logs it, and calls [`Broker::open_channel_with_retry`].
 
-use crate::ids::NodeId;
+use replog_common::ids::NodeId;
 use crate::topology::{QueueType, Topology};
 use deadpool_lapin::{Config, Pool, PoolConfig, Runtime, Timeouts};
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};

@@ -5,17 +5,15 @@
 //! time and are batched by the caller, so a durable store can sync once per batch.
 
 mod data_dir;
-mod dedup_keys;
 mod memory;
 mod segmented;
 
 pub use data_dir::DataDir;
-pub use dedup_keys::{CatchUp, DedupKeys, Snapshot, FLUSH_ENTRIES};
 pub use memory::MemoryLog;
 pub use segmented::{CutTail, Recovery, SegmentedLog, SegmentedLogOptions, TailDamage};
 
-use crate::entry::Entry;
-use crate::ids::Order;
+use replog_common::entry::Entry;
+use replog_common::ids::Order;
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]

@@ -11,8 +11,8 @@
 //! Nothing here touches the file system beyond the [`Read`] it is handed, so the framing rules
 //! can be tested on byte slices.
 
-use crate::entry::Entry;
-use crate::ids::{MessageId, Order};
+use replog_common::entry::Entry;
+use replog_common::ids::{MessageId, Order};
 use std::io::{self, Read};
 
 /// Bytes of the `[len][crc]` header in front of every payload.

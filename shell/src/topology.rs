@@ -1,7 +1,7 @@
 //! Broker names and queue settings, all derived from one namespace so that several clusters (and
 //! parallel tests) share a broker and read well in the management UI.
 
-use crate::ids::NodeId;
+use replog_common::ids::NodeId;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 
 /// The kind of RabbitMQ queue that holds each secondary's entries.

@@ -1,8 +1,8 @@
 //! A log kept in memory: fast, and forgotten when the process ends.
 
 use super::{check_continues, LogStore, StoreError};
-use crate::entry::Entry;
-use crate::ids::Order;
+use replog_common::entry::Entry;
+use replog_common::ids::Order;
 use std::sync::RwLock;
 
 /// A [`LogStore`] held in a vector; entry `n` sits at index `n - 1`.

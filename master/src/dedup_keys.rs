@@ -11,10 +11,10 @@
 //! rebuilds the index when it cannot be trusted), so a crash costs a short re-scan, never a
 //! missed duplicate.
 
-use super::{LogStore, StoreError};
+use replog_shell::store::{LogStore, StoreError};
 
-use crate::ids::{MessageId, Order};
-use crate::rules::dedup::{DedupIndex, DedupMode};
+use replog_common::ids::{MessageId, Order};
+use replog_common::rules::dedup::{DedupIndex, DedupMode};
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use std::path::Path;
 
@@ -244,8 +244,8 @@ impl DedupKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entry::Entry;
-    use crate::store::MemoryLog;
+    use replog_common::entry::Entry;
+    use replog_shell::store::MemoryLog;
 
     fn entry(order: u64, id: &str, content: &str) -> Entry {
         Entry::of(order, id, content)

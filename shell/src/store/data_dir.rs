@@ -9,7 +9,7 @@
 
 use super::segmented::{Recovery, SegmentedLog, SegmentedLogOptions};
 use super::StoreError;
-use crate::ids::Order;
+use replog_common::ids::Order;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 
 mod page_body;
 
-use crate::ids::Order;
+use replog_common::ids::Order;
 use crate::store::LogStore;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::Query;
