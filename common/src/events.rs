@@ -30,5 +30,16 @@ pub const STORED: &str = "stored";
 /// Secondary: a delivery of an entry this node already holds was dropped (field `order`).
 pub const DUPLICATE_DROPPED: &str = "duplicate_dropped";
 
+/// Either node, at every start: what it recovered from its data directory (field `last`, the
+/// last stored order). Logged at `info`: it is one line per start, not per write.
+pub const RECOVERED: &str = "recovered";
+
 /// Every event name, for checkers that want to validate what they read.
-pub const ALL: [&str; 5] = [SEQUENCED, DEDUPLICATED, ACKNOWLEDGED, STORED, DUPLICATE_DROPPED];
+pub const ALL: [&str; 6] = [
+    SEQUENCED,
+    DEDUPLICATED,
+    ACKNOWLEDGED,
+    STORED,
+    DUPLICATE_DROPPED,
+    RECOVERED,
+];

@@ -14,7 +14,7 @@ use futures_util::stream::{FuturesOrdered, StreamExt};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation};
 use replog_shell::amqp::{self, close_channel, AmqpError, Backoff, Broker};
-use replog_shell::store::LogStore;
+use replog_shell::store::{self, LogStore, StoreError};
 use replog_shell::topology::{QueueType, Topology};
 use replog_common::wire::EntryMessage;
 use replog_common::{Entry, NodeId, Order};
@@ -235,12 +235,9 @@ impl Publisher {
         }
     }
 
-    async fn read(&self, from: Order, limit: usize) -> Result<Vec<Entry>, String> {
+    async fn read(&self, from: Order, limit: usize) -> Result<Vec<Entry>, StoreError> {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.read(from, limit))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
+        store::blocking(move || store.read(from, limit)).await
     }
 
     async fn publish(

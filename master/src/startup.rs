@@ -12,7 +12,7 @@ use crate::writer::{DedupFlush, LogWriter};
 use replog_shell::amqp::{AmqpUrl, Broker};
 use replog_shell::shutdown::supervised;
 use replog_shell::startup::{self, StartError};
-use replog_shell::store::{DataDir, StoreError};
+use replog_shell::store::{self, DataDir};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,9 +62,7 @@ impl Application {
         let data_dir = config.data_dir.clone();
         let dedup_mode = config.dedup;
         let recovered =
-            tokio::task::spawn_blocking(move || durability::recover(&data_dir, dedup_mode))
-                .await
-                .map_err(|e| StoreError::Corrupt(format!("recovery task failed: {e}")))??;
+            store::blocking(move || durability::recover(&data_dir, dedup_mode)).await?;
         let durability::Recovered {
             data_dir,
             store,

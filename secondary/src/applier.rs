@@ -130,11 +130,7 @@ impl Applier {
         if !ready.is_empty() {
             let store = self.store.clone();
             let (first, last) = (ready[0].order, ready[ready.len() - 1].order);
-            tokio::task::spawn_blocking(move || store.append(&ready))
-                .await
-                .map_err(|e| {
-                    replog_shell::store::StoreError::Corrupt(format!("store task failed: {e}"))
-                })??;
+            replog_shell::store::blocking(move || store.append(&ready)).await?;
             tracing::debug!(%first, %last, "entries stored and applied");
             self.applied.send_replace(last);
         }

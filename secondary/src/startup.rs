@@ -11,7 +11,7 @@ use replog_shell::amqp::{AmqpUrl, Broker};
 use replog_common::rules::holdback::HoldBack;
 use replog_shell::shutdown::supervised;
 use replog_shell::startup::{self, StartError};
-use replog_shell::store::{DataDir, LogStore, StoreError};
+use replog_shell::store::{self, DataDir, LogStore, StoreError};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -52,13 +52,12 @@ impl Application {
         let ack_broker = Broker::new(url, format!("{name} acks"))?;
 
         let path = config.data_dir();
-        let (data_dir, log, recovery) = tokio::task::spawn_blocking(move || {
+        let (data_dir, log, recovery) = store::blocking(move || {
             let data_dir = DataDir::open(&path)?;
             let (log, recovery) = data_dir.open_log()?;
             Ok::<_, StoreError>((data_dir, log, recovery))
         })
-        .await
-        .map_err(|e| StoreError::Corrupt(format!("recovery task failed: {e}")))??;
+        .await?;
         tracing::info!(
             data_dir = %data_dir.path().display(),
             entries = recovery.records,

@@ -118,9 +118,8 @@ pub(crate) async fn read_chunk(
         return Ok(Vec::new());
     }
     let reader = store.clone();
-    let chunk = tokio::task::spawn_blocking(move || reader.read(next, wanted))
+    let chunk = crate::store::blocking(move || reader.read(next, wanted))
         .await
-        .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     check_chunk(next, &chunk)?;
     Ok(chunk)

@@ -43,10 +43,27 @@ pub enum StoreError {
         /// Its message id and content, in bytes.
         bytes: usize,
     },
+    /// The blocking task that ran a store call panicked or was cancelled.
+    #[error("the store task failed: {0}")]
+    TaskFailed(#[from] tokio::task::JoinError),
     /// An earlier write failed, so the store refuses appends until it is reopened and has
     /// re-read what actually reached the disk.
     #[error("the store refuses appends after an earlier write failed; reopen it")]
     Halted,
+}
+
+/// Runs a blocking store call (disk reads, appends with their fsync, recovery) on tokio's
+/// blocking pool, so no async worker waits on the disk. A panicking or cancelled task comes
+/// back as [`StoreError::TaskFailed`], never as a corrupt record.
+pub async fn blocking<T, E>(call: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(call).await {
+        Ok(outcome) => outcome,
+        Err(join) => Err(E::from(StoreError::TaskFailed(join))),
+    }
 }
 
 /// An append-only log of entries numbered 1, 2, 3, ... without gaps.
