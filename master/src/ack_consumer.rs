@@ -9,10 +9,10 @@ use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::Channel;
-use replog_shell::amqp::{self, AmqpError, Broker};
-use replog_shell::topology::Topology;
 use replog_common::wire::AckMessage;
 use replog_common::Order;
+use replog_shell::amqp::{self, AmqpError, Broker};
+use replog_shell::topology::Topology;
 use std::collections::HashSet;
 use tokio_util::sync::CancellationToken;
 

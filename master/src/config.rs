@@ -1,10 +1,10 @@
 //! The master's flags, each with a `REPLOG_*` environment fallback.
 
-use clap::Parser;
-use replog_shell::config::BrokerArgs;
 use clap::builder::TypedValueParser as _;
+use clap::Parser;
 use replog_common::rules::dedup::DedupMode;
 use replog_common::NodeId;
+use replog_shell::config::BrokerArgs;
 use std::net::SocketAddr;
 use std::time::Duration;
 

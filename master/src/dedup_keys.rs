@@ -13,9 +13,9 @@
 
 use replog_shell::store::{LogStore, StoreError};
 
+use redb::{Database, Durability, ReadableTable, TableDefinition};
 use replog_common::ids::{MessageId, Order};
 use replog_common::rules::dedup::{DedupIndex, DedupMode};
-use redb::{Database, Durability, ReadableTable, TableDefinition};
 use std::path::Path;
 
 /// Key bytes to order.

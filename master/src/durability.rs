@@ -8,10 +8,10 @@
 //! periodically); a lagging mark only means more entries are published again, and secondaries
 //! drop the duplicates.
 
-use replog_common::rules::dedup::DedupMode;
 use crate::dedup_keys::DedupKeys;
+use replog_common::rules::dedup::DedupMode;
+use replog_common::{events, Order};
 use replog_shell::store::{DataDir, LogStore, StoreError};
-use replog_common::Order;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,7 +75,8 @@ pub fn recover(path: &Path, mode: DedupMode) -> Result<Recovered, StoreError> {
         data_dir = %path.display(),
         entries = recovery.records,
         segments = recovery.segments,
-        %last,
+        event = events::RECOVERED,
+        last = last.get(),
         %confirmed,
         torn_tail_cut = recovery.cut.is_some(),
         "log recovered; numbering continues after the last entry"

@@ -13,11 +13,11 @@
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation};
+use replog_common::wire::EntryMessage;
+use replog_common::{Entry, NodeId, Order};
 use replog_shell::amqp::{self, close_channel, AmqpError, Backoff, Broker};
 use replog_shell::store::{self, LogStore, StoreError};
 use replog_shell::topology::{QueueType, Topology};
-use replog_common::wire::EntryMessage;
-use replog_common::{Entry, NodeId, Order};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;

@@ -61,8 +61,7 @@ impl Application {
 
         let data_dir = config.data_dir.clone();
         let dedup_mode = config.dedup;
-        let recovered =
-            store::blocking(move || durability::recover(&data_dir, dedup_mode)).await?;
+        let recovered = store::blocking(move || durability::recover(&data_dir, dedup_mode)).await?;
         let durability::Recovered {
             data_dir,
             store,

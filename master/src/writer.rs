@@ -5,10 +5,10 @@
 //! call (one sync for a durable store) and only then tells the publisher and answers
 //! the handlers. One thread means one total order with no lock held across I/O.
 
-use replog_common::rules::dedup::DedupIndex;
 use crate::dedup_keys::{DedupKeys, Snapshot, FLUSH_ENTRIES};
+use replog_common::rules::dedup::DedupIndex;
+use replog_common::{events, Entry, MessageId, Order};
 use replog_shell::store::{LogStore, StoreError};
-use replog_common::{Entry, MessageId, Order};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -207,7 +207,7 @@ impl Writer {
             let message_id = client_id.unwrap_or_else(MessageId::random);
             let known = self.find(&snapshot, &message_id, from_client, &request.content)?;
             if let Some(order) = known {
-                tracing::info!(%message_id, %order, "write already in the log; not appended again");
+                tracing::debug!(target: events::TARGET, event = events::DEDUPLICATED, order = order.get(), message_id = message_id.as_str());
                 resolved.push(Resolved::Existing(order));
                 continue;
             }
@@ -224,7 +224,7 @@ impl Writer {
         if !fresh.is_empty() {
             self.store.append(&fresh)?;
             for entry in &fresh {
-                tracing::debug!(order = %entry.order, message_id = %entry.message_id, "entry sequenced and stored");
+                tracing::debug!(target: events::TARGET, event = events::SEQUENCED, order = entry.order.get(), message_id = entry.message_id.as_str());
             }
             self.stored.send_replace(fresh[fresh.len() - 1].order);
         }

@@ -7,10 +7,10 @@
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel};
-use replog_shell::amqp::{self, AmqpError, Broker};
-use replog_shell::topology::Topology;
 use replog_common::wire::AckMessage;
 use replog_common::{NodeId, Order};
+use replog_shell::amqp::{self, AmqpError, Broker};
+use replog_shell::topology::Topology;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;

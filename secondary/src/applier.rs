@@ -13,8 +13,8 @@ use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::Acker;
 use rand::Rng;
 use replog_common::rules::holdback::{HoldBack, Offered};
+use replog_common::{events, Entry, Order};
 use replog_shell::store::LogStore;
-use replog_common::{Entry, Order};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch};
@@ -87,10 +87,7 @@ impl Applier {
         tracing::debug!("applier stopped");
     }
 
-    async fn apply(
-        &mut self,
-        batch: Vec<Incoming>,
-    ) -> Result<(), replog_shell::store::StoreError> {
+    async fn apply(&mut self, batch: Vec<Incoming>) -> Result<(), replog_shell::store::StoreError> {
         let mut ready: Vec<Entry> = Vec::new();
         let mut settle = Vec::with_capacity(batch.len());
         {
@@ -120,7 +117,7 @@ impl Applier {
                         Settle::Deferred
                     }
                     Offered::Duplicate => {
-                        tracing::debug!(%order, from_master, "dropped duplicate entry");
+                        tracing::debug!(target: events::TARGET, event = events::DUPLICATE_DROPPED, order = order.get(), from_master);
                         Settle::Duplicate
                     }
                 };
@@ -131,7 +128,7 @@ impl Applier {
             let store = self.store.clone();
             let (first, last) = (ready[0].order, ready[ready.len() - 1].order);
             replog_shell::store::blocking(move || store.append(&ready)).await?;
-            tracing::debug!(%first, %last, "entries stored and applied");
+            tracing::debug!(target: events::TARGET, event = events::STORED, first = first.get(), last = last.get());
             self.applied.send_replace(last);
         }
         let applied = *self.applied.borrow();

@@ -7,10 +7,10 @@
 //! delivers is dropped as a duplicate.
 
 use crate::incoming::{Incoming, Source};
-use replog_shell::amqp::Backoff;
 use replog_common::rules::holdback::HoldBack;
 use replog_common::wire::MessagesPage;
 use replog_common::{Entry, Order};
+use replog_shell::amqp::Backoff;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;

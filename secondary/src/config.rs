@@ -1,8 +1,8 @@
 //! The secondary's flags, each with a `REPLOG_*` environment fallback.
 
 use clap::Parser;
-use replog_shell::config::BrokerArgs;
 use replog_common::NodeId;
+use replog_shell::config::BrokerArgs;
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -11,10 +11,10 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Consumer};
-use replog_shell::amqp::{self, AmqpError, Broker};
-use replog_shell::topology::{QueueType, Topology};
 use replog_common::wire::EntryMessage;
 use replog_common::NodeId;
+use replog_shell::amqp::{self, AmqpError, Broker};
+use replog_shell::topology::{QueueType, Topology};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;

@@ -6,10 +6,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use replog_shell::http::{error_response, serve_page, PageError, PageQuery};
 use replog_common::rules::holdback::HoldBack;
-use replog_shell::store::LogStore;
 use replog_common::NodeId;
+use replog_shell::http::{error_response, serve_page, PageError, PageQuery};
+use replog_shell::store::LogStore;
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 

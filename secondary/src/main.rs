@@ -1,9 +1,9 @@
 //! `secondary`: parse flags, set up tracing, build, serve until a signal, say why it stopped.
 
 use clap::Parser;
-use replog_shell::{shutdown, telemetry};
 use replog_secondary::config::SecondaryConfig;
 use replog_secondary::startup::Application;
+use replog_shell::{shutdown, telemetry};
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 

@@ -7,8 +7,9 @@ use crate::catchup::CatchUp;
 use crate::config::SecondaryConfig;
 use crate::consumer::{self, ConsumerSettings};
 use crate::http::{self, AppState};
-use replog_shell::amqp::{AmqpUrl, Broker};
+use replog_common::events;
 use replog_common::rules::holdback::HoldBack;
+use replog_shell::amqp::{AmqpUrl, Broker};
 use replog_shell::shutdown::supervised;
 use replog_shell::startup::{self, StartError};
 use replog_shell::store::{self, DataDir, LogStore, StoreError};
@@ -72,7 +73,8 @@ impl Application {
             broker = %consume_broker.url(),
             namespace = %topology.namespace(),
             master = %config.master_url,
-            applied = %applied_at_start,
+            event = events::RECOVERED,
+            last = applied_at_start.get(),
             delay_ms = config.delay_ms,
             fail_rate = config.fail_rate,
             queue_type = ?config.broker.queue_type,

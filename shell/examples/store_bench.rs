@@ -12,8 +12,8 @@
 //! fsync costs nothing, so the grouping shows no gain there.
 
 use clap::Parser;
-use replog_shell::store::{LogStore, SegmentedLog, SegmentedLogOptions};
 use replog_common::{Entry, MessageId, Order};
+use replog_shell::store::{LogStore, SegmentedLog, SegmentedLogOptions};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

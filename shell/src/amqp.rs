@@ -7,12 +7,12 @@
 //! auto-recovery is left off, so the two never fight: when a channel or connection fails, the
 //! task that owns the channel notices, logs it, and calls [`Broker::open_channel_with_retry`].
 
-use replog_common::ids::NodeId;
 use crate::topology::{QueueType, Topology};
 use deadpool_lapin::{Config, Pool, PoolConfig, Runtime, Timeouts};
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, ConnectionProperties, ExchangeKind};
+use replog_common::ids::NodeId;
 use std::fmt;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;

@@ -1,8 +1,8 @@
 //! Broker names and queue settings, all derived from one namespace so that several clusters (and
 //! parallel tests) share a broker and read well in the management UI.
 
-use replog_common::ids::NodeId;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
+use replog_common::ids::NodeId;
 
 /// The kind of RabbitMQ queue that holds each secondary's entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -20,7 +20,8 @@ pub enum DedupMode {
 
 impl DedupMode {
     /// Every mode, with its flag value, for command-line parsers.
-    pub const ALL: [(&'static str, DedupMode); 2] = [("id", DedupMode::Id), ("content", DedupMode::Content)];
+    pub const ALL: [(&'static str, DedupMode); 2] =
+        [("id", DedupMode::Id), ("content", DedupMode::Content)];
 
     /// The flag value of this mode (`id` or `content`).
     pub fn as_str(self) -> &'static str {

@@ -5,8 +5,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use replog_shell::http::{error_response, PageError};
 use replog_common::{MessageId, Order};
+use replog_shell::http::{error_response, PageError};
 
 /// Every way a request to the master can fail.
 #[derive(Debug, thiserror::Error)]

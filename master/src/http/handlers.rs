@@ -10,6 +10,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use replog_common::events;
 use replog_shell::http::{serve_page, PageQuery};
 use serde_json::json;
 
@@ -44,7 +45,7 @@ pub async fn post_message(
         Appended::New(_) => (StatusCode::CREATED, false),
         Appended::Existing(_) => (StatusCode::OK, true),
     };
-    tracing::info!(order = %entry.order, message_id = %entry.message_id, w = write.w, acks, duplicate, "write acknowledged");
+    tracing::debug!(target: events::TARGET, event = events::ACKNOWLEDGED, order = entry.order.get(), message_id = entry.message_id.as_str(), w = write.w, acks, duplicate);
     let body = json!({
         "message_id": entry.message_id,
         "order": entry.order,

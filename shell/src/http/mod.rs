@@ -2,13 +2,13 @@
 
 mod page_body;
 
-use replog_common::ids::Order;
 use crate::store::LogStore;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::Query;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use replog_common::ids::Order;
 use serde::Deserialize;
 use std::sync::Arc;
 

@@ -6,11 +6,11 @@
 //! sent): the body is cut off, which a client sees as a broken response, never as valid JSON
 //! with entries missing.
 
-use replog_common::ids::Order;
 use crate::store::LogStore;
+use axum::body::{Body, Bytes};
+use replog_common::ids::Order;
 use replog_common::wire::EntryMessage;
 use replog_common::Entry;
-use axum::body::{Body, Bytes};
 use std::sync::Arc;
 
 /// Most entries read from the store for one piece of the body.
@@ -165,9 +165,9 @@ mod tests {
     use crate::http::{serve_page, PageQuery};
     use crate::store::MemoryLog;
     use crate::store::StoreError;
-    use replog_common::wire::MessagesPage;
     use axum::extract::Query;
     use axum::http::StatusCode;
+    use replog_common::wire::MessagesPage;
 
     /// An entry whose content needs escaping in JSON.
     fn entry(order: u64) -> Entry {

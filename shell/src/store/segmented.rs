@@ -18,9 +18,9 @@ mod record;
 pub use record::TailDamage;
 
 use super::{check_continues, LogStore, StoreError};
+use record::{Frame, RecordReader};
 use replog_common::entry::Entry;
 use replog_common::ids::Order;
-use record::{Frame, RecordReader};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};

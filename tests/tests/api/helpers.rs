@@ -7,9 +7,9 @@
 //! wait polls a condition until a deadline ([`wait_until`], [`wait_for`]).
 
 use futures_util::future::join_all;
-use replog_shell::topology::Topology;
 use replog_common::wire::{EntryMessage, MessagesPage};
 use replog_common::NodeId;
+use replog_shell::topology::Topology;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::HashSet;
