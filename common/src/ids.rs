@@ -116,6 +116,41 @@ impl fmt::Display for MessageId {
     }
 }
 
+/// The identity of one life of a node's data: chosen at random when its data directory is
+/// created and kept with the log. A node that lost its data comes back with a new incarnation,
+/// so that nobody keeps counting what the old one held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Incarnation(uuid::Uuid);
+
+impl Incarnation {
+    /// A fresh random incarnation, for a data directory being created.
+    pub fn random() -> Incarnation {
+        Incarnation(uuid::Uuid::new_v4())
+    }
+
+    /// A fixed incarnation, for tests and for reading one back.
+    pub const fn from_u128(raw: u128) -> Incarnation {
+        Incarnation(uuid::Uuid::from_u128(raw))
+    }
+}
+
+impl fmt::Display for Incarnation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::str::FromStr for Incarnation {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        uuid::Uuid::parse_str(raw.trim())
+            .map(Incarnation)
+            .map_err(|e| format!("an incarnation is a UUID, got {raw:?}: {e}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +172,14 @@ mod tests {
             serde_json::to_string(&NodeId::parse("s1").unwrap()).unwrap(),
             r#""s1""#
         );
+    }
+
+    #[test]
+    fn incarnations_round_trip_as_text() {
+        let incarnation = Incarnation::random();
+        assert_eq!(incarnation.to_string().parse(), Ok(incarnation));
+        assert_ne!(Incarnation::random(), incarnation);
+        assert!("not-a-uuid".parse::<Incarnation>().is_err());
     }
 
     #[test]

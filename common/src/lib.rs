@@ -20,4 +20,4 @@ pub mod rules;
 pub mod wire;
 
 pub use entry::Entry;
-pub use ids::{MessageId, NodeId, Order};
+pub use ids::{Incarnation, MessageId, NodeId, Order};

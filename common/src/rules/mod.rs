@@ -6,4 +6,5 @@
 
 pub mod dedup;
 pub mod holdback;
+pub mod membership;
 pub mod write_concern;
