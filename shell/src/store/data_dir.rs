@@ -3,13 +3,14 @@
 //!
 //! ```text
 //! <data-dir>/LOCK        held (flock) while a node runs
+//! <data-dir>/INCARNATION this directory's incarnation id, chosen when it was created
 //! <data-dir>/log/        the segmented log (see SegmentedLog)
 //! <data-dir>/<mark>      small atomic files, e.g. the master's last confirmed order
 //! ```
 
 use super::segmented::{Recovery, SegmentedLog, SegmentedLogOptions};
 use super::StoreError;
-use replog_common::ids::Order;
+use replog_common::ids::{Incarnation, Order};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,9 @@ use std::path::{Path, PathBuf};
 pub struct DataDir {
     /// Where it is.
     path: PathBuf,
+    /// Chosen at random when the directory was created: a node whose data was lost comes back
+    /// as a new incarnation, and nobody keeps counting what the old one held.
+    incarnation: Incarnation,
     /// Holds the exclusive lock for as long as the node runs; released when dropped or when the
     /// process dies, so a `kill -9` never leaves a stale lock.
     _lock: File,
@@ -37,10 +41,17 @@ impl DataDir {
             fs::TryLockError::WouldBlock => StoreError::Locked(path.to_path_buf()),
             fs::TryLockError::Error(error) => StoreError::Io(error),
         })?;
+        let incarnation = read_or_create_incarnation(path)?;
         Ok(DataDir {
             path: path.to_path_buf(),
+            incarnation,
             _lock: lock,
         })
+    }
+
+    /// This directory's incarnation.
+    pub fn incarnation(&self) -> Incarnation {
+        self.incarnation
     }
 
     /// The directory.
@@ -78,6 +89,32 @@ impl DataDir {
     }
 }
 
+/// The file holding the incarnation id.
+const INCARNATION_FILE: &str = "INCARNATION";
+
+/// Reads the directory's incarnation, or chooses one and makes it durable (written, synced,
+/// renamed into place, directory synced) before the node uses it.
+fn read_or_create_incarnation(dir: &Path) -> Result<Incarnation, StoreError> {
+    let path = dir.join(INCARNATION_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => text
+            .parse()
+            .map_err(|error: String| StoreError::Corrupt(format!("{}: {error}", path.display()))),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let incarnation = Incarnation::random();
+            let temporary = dir.join(format!("{INCARNATION_FILE}.tmp"));
+            let mut file = File::create(&temporary)?;
+            writeln!(file, "{incarnation}")?;
+            file.sync_all()?;
+            drop(file);
+            fs::rename(&temporary, &path)?;
+            File::open(dir)?.sync_all()?;
+            Ok(incarnation)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +129,20 @@ mod tests {
         ));
         drop(first);
         DataDir::open(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn the_incarnation_is_kept_and_a_new_directory_gets_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = DataDir::open(dir.path()).unwrap().incarnation();
+        assert_eq!(DataDir::open(dir.path()).unwrap().incarnation(), first);
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(DataDir::open(other.path()).unwrap().incarnation(), first);
+        fs::write(dir.path().join(INCARNATION_FILE), "garbage").unwrap();
+        assert!(matches!(
+            DataDir::open(dir.path()),
+            Err(StoreError::Corrupt(_))
+        ));
     }
 
     #[test]
