@@ -6,12 +6,14 @@
 //! - [`amqp`]: connection pooling, reconnect backoff and topology declaration over lapin.
 //! - [`config`]: command-line flags both binaries share.
 //! - [`http`]: the JSON error type and `GET /messages` paging both nodes serve.
+//! - [`metrics`]: the Prometheus recorder and `GET /metrics`.
 //! - [`startup`]: the start-up error and listener binding both nodes share.
 //! - [`telemetry`] and [`shutdown`]: tracing set up once, and one stop signal for every task.
 
 pub mod amqp;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod shutdown;
 pub mod startup;
 pub mod store;
