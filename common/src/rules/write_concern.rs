@@ -112,6 +112,19 @@ impl WriteConcern {
         }
     }
 
+    /// Replaces `node`'s position with `position`, even a lower one: the node is a new
+    /// incarnation (its data directory was recreated) and no longer holds what the old one
+    /// acked. Writes that wait keep waiting until enough current holders have the entry.
+    /// Returns the writes this completes (when the new incarnation already holds more).
+    pub fn replace(&mut self, node: &NodeId, position: Order) -> Result<Vec<Released>, AckError> {
+        let current = self
+            .acked
+            .get_mut(node)
+            .ok_or_else(|| AckError::UnknownSecondary(node.clone()))?;
+        *current = Order::ZERO;
+        self.on_ack(node, position)
+    }
+
     /// Records that `node` durably holds everything up to `applied`; returns the writes this
     /// completes.
     pub fn on_ack(&mut self, node: &NodeId, applied: Order) -> Result<Vec<Released>, AckError> {
@@ -163,6 +176,27 @@ mod tests {
             Registered::Waiting(ticket) => ticket,
             other => panic!("expected to wait, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_replaced_position_stops_counting_what_the_old_incarnation_held() {
+        let mut wc = tracker();
+        wc.on_ack(&node("s1"), Order(10)).unwrap();
+        wc.on_ack(&node("s2"), Order(10)).unwrap();
+        assert_eq!(wc.register(Order(7), 3), Registered::Satisfied { acks: 3 });
+        // s2 lost its data and came back empty.
+        assert!(wc.replace(&node("s2"), Order::ZERO).unwrap().is_empty());
+        assert_eq!(wc.holders(Order(7)), 2);
+        let retry = ticket(wc.register(Order(7), 3));
+        // It rebuilds: a later ack of the new incarnation releases the retry.
+        assert_eq!(
+            wc.on_ack(&node("s2"), Order(7)).unwrap(),
+            vec![Released {
+                ticket: retry,
+                acks: 3
+            }]
+        );
+        assert!(wc.replace(&node("s9"), Order(1)).is_err());
     }
 
     #[test]
