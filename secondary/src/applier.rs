@@ -1,73 +1,72 @@
 //! The applier: the one task that turns deliveries into the secondary's log.
 //!
-//! It takes whatever entries are waiting, runs them through the hold-back buffer (dropping
+//! The rules live in [`ApplyEngine`]; this task only carries out its decisions. It takes
+//! whatever entries are waiting, lets the engine run them through the hold-back buffer (dropping
 //! duplicates, holding back those beyond a gap), stores the newly contiguous run in one append,
-//! and only then settles each delivery with the broker. A delivery held back beyond a gap stays
-//! unsettled until the gap closes and it is stored: nothing is acked before it is on disk, and
-//! the broker's prefetch window bounds how much a long-lasting gap holds in memory. With
+//! and only then settles the deliveries the engine releases. A delivery held back beyond a gap
+//! stays unsettled until the gap closes and it is stored: nothing is acked before it is on disk,
+//! and the broker's prefetch window bounds how much a long-lasting gap holds in memory. With
 //! `--fail-rate` some stored deliveries are nacked with requeue instead of acked, as if the node
-//! crashed after the write: the redelivery is dropped as a duplicate.
+//! crashed after the write: the redelivery is dropped as a duplicate. The coin is flipped here,
+//! not in the engine, so the engine stays deterministic.
 
 use crate::incoming::{Incoming, Source};
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::Acker;
 use rand::Rng;
-use replog_common::rules::holdback::{HoldBack, Offered};
-use replog_common::{events, Entry, Order};
+use replog_common::rules::apply::{
+    ApplyEngine, Backlog, DeliveryTag, Offer, Settle, Settlement, Verdict,
+};
+use replog_common::{events, Order};
 use replog_shell::store::LogStore;
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// Most entries taken in one batch.
 const MAX_BATCH: usize = 1024;
 
-/// How a delivery is settled after its batch is stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Settle {
-    /// Stored now: ack, unless failure injection says otherwise.
-    Fresh,
-    /// Already stored: ack and drop.
-    Duplicate,
-    /// Held back beyond a gap (or delivered again while held back): settled once stored.
-    Deferred,
-}
-
 /// The applier's state.
 pub struct Applier {
     /// The secondary's log; holds exactly the applied prefix.
     store: Arc<dyn LogStore>,
-    /// Shared with the catch-up task, which reads the gap.
-    holdback: Arc<Mutex<HoldBack>>,
-    /// The applied position, for the ack publisher and `/health`.
+    /// The rules: what to append, which deliveries to settle when.
+    engine: ApplyEngine,
+    /// The hold-back buffer's outline, for the catch-up task (the gap) and `/health`.
+    backlog: watch::Sender<Backlog>,
+    /// The stored position, for the ack publisher and `/health`.
     applied: watch::Sender<Order>,
     /// Probability of nacking a stored delivery.
     fail_rate: f64,
     /// Cancelled if the store fails: a secondary that cannot write must stop.
     fatal: CancellationToken,
-    /// Deliveries of held-back entries, by order, waiting until their entry is stored. An
-    /// order may have several (a republished duplicate, a redelivery after a lost channel):
-    /// which of them is still live is not known, so all wait.
-    deferred: BTreeMap<Order, Vec<Acker>>,
+    /// What settles each delivery the engine names by tag. The broker's own delivery tags
+    /// restart with every channel, so deliveries are numbered here.
+    ackers: HashMap<DeliveryTag, Acker>,
+    /// The next delivery's tag.
+    next_tag: u64,
 }
 
 impl Applier {
-    /// An applier over `store`, whose prefix `holdback` and `applied` already reflect.
+    /// An applier over `store`, whose prefix `engine`, `backlog` and `applied` already reflect.
     pub fn new(
         store: Arc<dyn LogStore>,
-        holdback: Arc<Mutex<HoldBack>>,
+        engine: ApplyEngine,
+        backlog: watch::Sender<Backlog>,
         applied: watch::Sender<Order>,
         fail_rate: f64,
         fatal: CancellationToken,
     ) -> Applier {
         Applier {
             store,
-            holdback,
+            engine,
+            backlog,
             applied,
             fail_rate,
             fatal,
-            deferred: BTreeMap::new(),
+            ackers: HashMap::new(),
+            next_tag: 0,
         }
     }
 
@@ -88,42 +87,16 @@ impl Applier {
     }
 
     async fn apply(&mut self, batch: Vec<Incoming>) -> Result<(), replog_shell::store::StoreError> {
-        let mut ready: Vec<Entry> = Vec::new();
-        let mut settle = Vec::with_capacity(batch.len());
-        {
-            let mut holdback = self.holdback.lock().expect("hold-back lock poisoned");
-            for incoming in batch {
-                let order = incoming.entry.order;
-                let from_master = matches!(incoming.source, Source::Master);
-                if let Source::Queue {
-                    redelivered: true, ..
-                } = incoming.source
-                {
-                    tracing::debug!(%order, "entry redelivered by the broker");
-                }
-                let outcome = match holdback.offer(incoming.entry) {
-                    Offered::Ready(entries) => {
-                        ready.extend(entries);
-                        Settle::Fresh
-                    }
-                    Offered::HeldBack => {
-                        tracing::debug!(%order, applied = %holdback.applied(), "entry held back until the gap before it closes");
-                        Settle::Deferred
-                    }
-                    Offered::Duplicate if order > holdback.applied() => {
-                        // Delivered again while held back (the first delivery's channel may be
-                        // gone): this delivery is the one to settle once the entry is stored.
-                        tracing::debug!(%order, from_master, "dropped duplicate of a held-back entry");
-                        Settle::Deferred
-                    }
-                    Offered::Duplicate => {
-                        tracing::debug!(target: events::TARGET, event = events::DUPLICATE_DROPPED, order = order.get(), from_master);
-                        Settle::Duplicate
-                    }
-                };
-                settle.push((incoming.source, order, outcome));
-            }
+        let offers: Vec<Offer> = batch
+            .into_iter()
+            .map(|incoming| self.offer(incoming))
+            .collect();
+        let plan = self.engine.on_batch(offers);
+        for verdict in plan.verdicts {
+            log_verdict(verdict);
         }
+        self.backlog.send_replace(self.engine.backlog());
+        let ready = plan.append;
         if !ready.is_empty() {
             let store = self.store.clone();
             let (first, last) = (ready[0].order, ready[ready.len() - 1].order);
@@ -131,37 +104,35 @@ impl Applier {
             tracing::debug!(target: events::TARGET, event = events::STORED, first = first.get(), last = last.get());
             self.applied.send_replace(last);
         }
-        let applied = *self.applied.borrow();
-        let mut due = Vec::with_capacity(settle.len());
-        for (source, order, outcome) in settle {
-            let Source::Queue { acker, .. } = source else {
-                continue;
-            };
-            match outcome {
-                Settle::Deferred if order > applied => {
-                    self.deferred.entry(order).or_default().push(acker);
-                }
-                Settle::Deferred => due.push((acker, order, Settle::Fresh)),
-                other => due.push((acker, order, other)),
-            }
-        }
-        let still_held = self.deferred.split_off(&applied.next());
-        for (order, ackers) in std::mem::replace(&mut self.deferred, still_held) {
-            due.extend(
-                ackers
-                    .into_iter()
-                    .map(|acker| (acker, order, Settle::Fresh)),
-            );
-        }
-        for (acker, order, outcome) in due {
-            self.settle(acker, order, outcome).await;
+        for settlement in self.engine.on_stored() {
+            let acker = self
+                .ackers
+                .remove(&settlement.tag)
+                .expect("every settled tag was handed out with an acker");
+            self.settle(acker, settlement).await;
         }
         Ok(())
     }
 
+    /// Turns an incoming entry into an offer, keeping its acker under a fresh tag.
+    fn offer(&mut self, incoming: Incoming) -> Offer {
+        match incoming.source {
+            Source::Queue { acker, redelivered } => {
+                if redelivered {
+                    tracing::debug!(order = %incoming.entry.order, "entry redelivered by the broker");
+                }
+                let tag = DeliveryTag(self.next_tag);
+                self.next_tag += 1;
+                self.ackers.insert(tag, acker);
+                Offer::delivered(incoming.entry, tag)
+            }
+            Source::Master => Offer::fetched(incoming.entry),
+        }
+    }
+
     /// Acks a stored delivery, or with `--fail-rate` nacks a fresh one for redelivery.
-    async fn settle(&self, acker: Acker, order: Order, outcome: Settle) {
-        let fail = outcome == Settle::Fresh
+    async fn settle(&self, acker: Acker, Settlement { order, settle, .. }: Settlement) {
+        let fail = settle == Settle::Fresh
             && self.fail_rate > 0.0
             && rand::rng().random_bool(self.fail_rate);
         let result = if fail {
@@ -183,6 +154,30 @@ impl Applier {
             Err(error) => {
                 tracing::warn!(%order, %error, "cannot settle the delivery; the broker will redeliver it")
             }
+        }
+    }
+}
+
+/// Logs what the engine made of one offer.
+fn log_verdict(verdict: Verdict) {
+    match verdict {
+        Verdict::Ready { .. } => {}
+        Verdict::HeldBack { order, applied } => {
+            tracing::debug!(%order, %applied, "entry held back until the gap before it closes");
+        }
+        Verdict::HeldAgain {
+            order,
+            fetched: from_master,
+        } => {
+            // Delivered again while held back (the first delivery's channel may be gone): this
+            // delivery too is settled once the entry is stored.
+            tracing::debug!(%order, from_master, "dropped duplicate of a held-back entry");
+        }
+        Verdict::Duplicate {
+            order,
+            fetched: from_master,
+        } => {
+            tracing::debug!(target: events::TARGET, event = events::DUPLICATE_DROPPED, order = order.get(), from_master);
         }
     }
 }

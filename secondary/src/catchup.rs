@@ -3,21 +3,20 @@
 //! Two cases: at start (the node may have joined late, or lost its state, while its queue only
 //! holds what was published since), the secondary pages through the master's log from its own
 //! position once; afterwards, a gap in the hold-back buffer that stays open for `after` is
-//! fetched. Fetched entries go through the applier like deliveries, so whatever the queue also
-//! delivers is dropped as a duplicate.
+//! fetched, and so is a tail the master holds when nothing was applied for a while. When to
+//! fetch is [`GapWatch`]'s decision; this task samples the applier's [`Backlog`], passes the
+//! time in and does the HTTP. Fetched entries go through the applier like deliveries, so
+//! whatever the queue also delivers is dropped as a duplicate.
 
 use crate::incoming::{Incoming, Source};
-use replog_common::rules::holdback::HoldBack;
+use replog_common::rules::apply::Backlog;
+use replog_common::rules::gap_watch::{Decision, GapWatch};
 use replog_common::wire::MessagesPage;
 use replog_common::{Entry, Order};
 use replog_shell::amqp::Backoff;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-
-/// How long nothing may be applied while the master is ahead before its log is fetched.
-const STUCK_AFTER: Duration = Duration::from_secs(3);
 
 /// Entries asked for in one request.
 const PAGE: u64 = 1000;
@@ -41,8 +40,8 @@ pub struct CatchUp {
     master_url: String,
     /// HTTP client with a timeout.
     client: reqwest::Client,
-    /// Where the gap is read from.
-    holdback: Arc<Mutex<HoldBack>>,
+    /// The applier's hold-back buffer, where the applied position and the gap are read from.
+    backlog: watch::Receiver<Backlog>,
     /// Where fetched entries go.
     inbox: mpsc::Sender<Incoming>,
     /// How long a gap may stay open before it is fetched.
@@ -55,7 +54,7 @@ impl CatchUp {
     /// A catch-up task against `master_url`.
     pub fn new(
         master_url: String,
-        holdback: Arc<Mutex<HoldBack>>,
+        backlog: watch::Receiver<Backlog>,
         inbox: mpsc::Sender<Incoming>,
         after: Duration,
         delay: Duration,
@@ -67,7 +66,7 @@ impl CatchUp {
         CatchUp {
             master_url: master_url.trim_end_matches('/').to_owned(),
             client,
-            holdback,
+            backlog,
             inbox,
             after,
             delay,
@@ -75,14 +74,7 @@ impl CatchUp {
     }
 
     fn applied(&self) -> Order {
-        self.holdback
-            .lock()
-            .expect("hold-back lock poisoned")
-            .applied()
-    }
-
-    fn gap(&self) -> Option<(Order, Order)> {
-        self.holdback.lock().expect("hold-back lock poisoned").gap()
+        self.backlog.borrow().applied
     }
 
     /// Runs until `stop`.
@@ -97,24 +89,17 @@ impl CatchUp {
             _ = self.initial_catch_up() => {}
             _ = stop.cancelled() => return,
         }
-        let mut ticker = tokio::time::interval((self.after / 2).max(Duration::from_millis(50)));
-        let mut open_gap: Option<(Order, tokio::time::Instant)> = None;
-        let mut progress = (self.applied(), tokio::time::Instant::now());
+        let mut gap_watch = GapWatch::new(self.after, self.applied(), now());
+        let mut ticker = tokio::time::interval(gap_watch.poll_interval());
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
                 _ = stop.cancelled() => return,
             }
-            let Some((first, last)) = self.gap() else {
-                open_gap = None;
-                progress = tokio::select! {
-                    progress = self.check_not_stuck(progress) => progress,
-                    _ = stop.cancelled() => return,
-                };
-                continue;
-            };
-            match open_gap {
-                Some((start, since)) if start == first && since.elapsed() >= self.after => {
+            let Backlog { applied, gap, .. } = *self.backlog.borrow();
+            match gap_watch.observe(applied, gap, now()) {
+                Decision::Wait => {}
+                Decision::FetchRange { first, last } => {
                     tracing::info!(%first, %last, "gap did not close from the queue; fetching it from the master");
                     tokio::select! {
                         fetched = self.fetch_range(first, last) => if let Err(error) = fetched {
@@ -122,39 +107,33 @@ impl CatchUp {
                         },
                         _ = stop.cancelled() => return,
                     }
-                    open_gap = None;
                 }
-                Some((start, _)) if start == first => {}
-                _ => open_gap = Some((first, tokio::time::Instant::now())),
+                Decision::AskMasterEnd => {
+                    tokio::select! {
+                        _ = self.check_not_stuck(&gap_watch, applied) => {}
+                        _ = stop.cancelled() => return,
+                    }
+                    gap_watch.stuck_check_done(self.applied(), now());
+                }
             }
         }
     }
 
     /// The safety net for a tail the queue lost (say, the queue was deleted and declared again
-    /// while entries were published): when nothing was applied for [`STUCK_AFTER`] and the
-    /// master's log is longer, fetch the difference. Returns the new progress mark.
-    async fn check_not_stuck(
-        &self,
-        (seen, since): (Order, tokio::time::Instant),
-    ) -> (Order, tokio::time::Instant) {
-        let applied = self.applied();
-        if applied != seen {
-            return (applied, tokio::time::Instant::now());
-        }
-        if since.elapsed() < STUCK_AFTER {
-            return (seen, since);
-        }
+    /// while entries were published): nothing was applied for a while, so ask the master how
+    /// far its log goes and fetch the difference.
+    async fn check_not_stuck(&self, gap_watch: &GapWatch, applied: Order) {
         match self.master_last_order().await {
-            Ok(end) if end > applied => {
-                tracing::info!(applied = %applied, master = %end, "nothing arrived while the master is ahead; fetching from the master");
-                if let Err(error) = self.fetch_range(applied.next(), end).await {
-                    tracing::warn!(%error, "catch-up fetch failed; will retry");
+            Ok(end) => {
+                if let Decision::FetchRange { first, last } = gap_watch.master_end(end, applied) {
+                    tracing::info!(applied = %applied, master = %end, "nothing arrived while the master is ahead; fetching from the master");
+                    if let Err(error) = self.fetch_range(first, last).await {
+                        tracing::warn!(%error, "catch-up fetch failed; will retry");
+                    }
                 }
             }
-            Ok(_) => {}
             Err(error) => tracing::debug!(%error, "cannot ask the master how far its log goes"),
         }
-        (self.applied(), tokio::time::Instant::now())
     }
 
     async fn master_last_order(&self) -> Result<Order, FetchError> {
@@ -249,4 +228,9 @@ impl CatchUp {
             }
         }
     }
+}
+
+/// The time passed to the gap watch; tokio's clock, so a test that pauses time pauses it too.
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
 }

@@ -6,12 +6,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use replog_common::rules::holdback::HoldBack;
+use replog_common::rules::apply::Backlog;
 use replog_common::NodeId;
 use replog_shell::http::{error_response, serve_page, PageError, PageQuery};
 use replog_shell::store::LogStore;
 use serde_json::json;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use tokio::sync::watch;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -20,8 +21,8 @@ pub struct AppState {
     pub id: NodeId,
     /// The applied prefix.
     pub store: Arc<dyn LogStore>,
-    /// For the count of held-back entries in `/health`.
-    pub holdback: Arc<Mutex<HoldBack>>,
+    /// The applier's hold-back buffer, for the count of held-back entries in `/health`.
+    pub backlog: watch::Receiver<Backlog>,
 }
 
 /// Every way a request to a secondary can fail.
@@ -86,11 +87,7 @@ async fn list_messages(
 }
 
 async fn health(State(app): State<AppState>) -> Json<serde_json::Value> {
-    let held_back = app
-        .holdback
-        .lock()
-        .expect("hold-back lock poisoned")
-        .held_count();
+    let held_back = app.backlog.borrow().held_back;
     Json(json!({
         "status": "ok",
         "role": "secondary",

@@ -4,8 +4,10 @@
 //! - [`config`]: the flags.
 //! - [`incoming`]: an entry on its way in, with how to settle it.
 //! - [`consumer`]: consumes the secondary's queue (with the optional artificial delay).
-//! - [`applier`]: hold-back, dedup, store, then ack (or nack, with failure injection).
-//! - [`catchup`]: fetches from the master what the queue cannot provide.
+//! - [`applier`]: carries out the apply engine (hold-back, dedup): store, then ack (or nack,
+//!   with failure injection).
+//! - [`catchup`]: fetches from the master what the queue cannot provide, when the gap watch
+//!   says so.
 //! - [`ack_publisher`]: publishes the cumulative position to the master.
 //! - [`http`]: `GET /messages` and `GET /health`.
 //! - [`startup`]: wiring and ordered shutdown.

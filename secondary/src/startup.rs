@@ -8,13 +8,13 @@ use crate::config::SecondaryConfig;
 use crate::consumer::{self, ConsumerSettings};
 use crate::http::{self, AppState};
 use replog_common::events;
-use replog_common::rules::holdback::HoldBack;
+use replog_common::rules::apply::ApplyEngine;
 use replog_shell::amqp::{AmqpUrl, Broker};
 use replog_shell::shutdown::supervised;
 use replog_shell::startup::{self, StartError};
 use replog_shell::store::{self, DataDir, LogStore, StoreError};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -80,7 +80,8 @@ impl Application {
             queue_type = ?config.broker.queue_type,
             "starting secondary"
         );
-        let holdback = Arc::new(Mutex::new(HoldBack::new(applied_at_start)));
+        let engine = ApplyEngine::new(applied_at_start);
+        let (backlog_tx, backlog_rx) = watch::channel(engine.backlog());
         let (applied_tx, applied_rx) = watch::channel(applied_at_start);
         let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
         let applier_done = CancellationToken::new();
@@ -88,7 +89,8 @@ impl Application {
 
         let applier = Applier::new(
             store.clone(),
-            holdback.clone(),
+            engine,
+            backlog_tx,
             applied_tx,
             config.fail_rate,
             stop.clone(),
@@ -121,7 +123,7 @@ impl Application {
         ));
         let catch_up = CatchUp::new(
             config.master_url.clone(),
-            holdback.clone(),
+            backlog_rx.clone(),
             inbox_tx,
             Duration::from_millis(config.catchup_after_ms),
             config.delay(),
@@ -147,7 +149,7 @@ impl Application {
         let state = AppState {
             id: config.id,
             store,
-            holdback,
+            backlog: backlog_rx,
         };
         let listener = startup::bind(config.listen).await?;
         Ok(Application {

@@ -4,7 +4,9 @@
 //! requested) and carries out what they answer. Every rule is unit-tested deterministically,
 //! including duplicated, reordered and missing deliveries.
 
+pub mod apply;
 pub mod dedup;
+pub mod gap_watch;
 pub mod holdback;
 pub mod membership;
 pub mod write_concern;
