@@ -165,7 +165,9 @@ pub struct Checked {
     pub evidence: EvidenceSummary,
 }
 
-/// Runs every check.
+/// Runs every check: the healed logs agree, every entry was sent, every answered write is
+/// where its answers said, the write concern held by the nodes' evidence, no restart lost
+/// stored entries, and the `/health` samples never went back.
 pub fn check(obs: Observations<'_>) -> Checked {
     let mut out = Checked::default();
     let healed = healed_sequence(obs);
