@@ -33,10 +33,11 @@
 //! acknowledgement time), and anything about timing that the wall clock cannot order (events
 //! within the same microsecond).
 
-use crate::evidence::NodeLog;
-use crate::history::{clock, AttemptResult, Op, OpStatus};
+use crate::evidence::{Acknowledged, NodeLog};
+use crate::history::{clock, Attempt, AttemptResult, Op, OpStatus};
 use crate::sampler::Sample;
 use replog_common::wire::EntryMessage;
+use replog_testkit::WriteAck;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -133,8 +134,8 @@ pub struct Observations<'a> {
 pub struct EvidenceSummary {
     /// Acknowledged answers checked against node logs.
     pub acks_checked: usize,
-    /// Of those, how many were timed by the master's own `write acknowledged` line (the others
-    /// by the client's receive time, a later and so weaker bound).
+    /// Of those, how many were timed by the master's own `acknowledged` event (the others by
+    /// the client's receive time, a later and so weaker bound).
     pub acks_timed_by_master_log: usize,
     /// Acknowledged answers per `w`.
     pub acks_by_w: BTreeMap<u64, usize>,
@@ -148,6 +149,11 @@ pub struct EvidenceSummary {
     pub samples: usize,
     /// Master-reported secondary positions compared with the secondary's own later answers.
     pub acked_positions_checked: usize,
+    /// Evidence events read from the node logs, of every kind (see [`crate::evidence`]).
+    pub events_read: usize,
+    /// Evidence events with a missing or unparsable field: the nodes and the checker disagree
+    /// about the log contract, and the checks above had less to go on.
+    pub unreadable_events: usize,
 }
 
 /// The outcome of the checks.
@@ -159,29 +165,56 @@ pub struct Checked {
     pub evidence: EvidenceSummary,
 }
 
-/// Runs every check.
+/// Runs every check: the healed logs agree, every entry was sent, every answered write is
+/// where its answers said, the write concern held by the nodes' evidence, no restart lost
+/// stored entries, and the `/health` samples never went back.
 pub fn check(obs: Observations<'_>) -> Checked {
     let mut out = Checked::default();
-    let mut violation =
-        |check: Check, detail: String| out.violations.push(Violation { check, detail });
-    let reference: &[EntryMessage] = obs.final_logs.first().map(Vec::as_slice).unwrap_or(&[]);
+    let healed = healed_sequence(obs);
+    check_logs_agree(obs, healed, &mut out.violations);
+    check_entries_were_sent(obs, &mut out.violations);
+    check_writes_against_log(obs, healed, &mut out.violations);
+    if obs.node_logs.len() == obs.names.len() {
+        check_write_concern(obs, &mut out);
+        check_restarts(obs, &mut out);
+    }
+    count_evidence(obs, &mut out.evidence);
+    check_samples(obs, &mut out);
+    out
+}
 
-    // The logs themselves.
+/// Records one broken promise.
+fn flag(violations: &mut Vec<Violation>, check: Check, detail: String) {
+    violations.push(Violation { check, detail });
+}
+
+/// The sequence every node must hold after healing: the master's final log (the other nodes
+/// are compared with it by [`check_logs_agree`]).
+fn healed_sequence<'a>(obs: Observations<'a>) -> &'a [EntryMessage] {
+    obs.final_logs.first().map(Vec::as_slice).unwrap_or(&[])
+}
+
+/// Every log runs `1..=N` with each id once, and every node holds the healed sequence.
+fn check_logs_agree(obs: Observations<'_>, healed: &[EntryMessage], out: &mut Vec<Violation>) {
     for (name, log) in obs.names.iter().zip(obs.final_logs) {
         if let Some(problem) = malformed(log) {
-            violation(Check::MalformedLog, format!("{name}: {problem}"));
+            flag(out, Check::MalformedLog, format!("{name}: {problem}"));
         }
     }
     for (name, log) in obs.names.iter().zip(obs.final_logs).skip(1) {
-        if let Some(difference) = first_difference(reference, log) {
-            violation(
+        if let Some(difference) = first_difference(healed, log) {
+            flag(
+                out,
                 Check::Divergence,
                 format!("{} vs {name}: {difference}", obs.names[0]),
             );
         }
     }
+}
 
-    // Every entry against the history.
+/// Every entry of every log against the history: a client sent it, with that content; it is
+/// not a write that was never sent or was refused; and no content is there twice.
+fn check_entries_were_sent(obs: Observations<'_>, out: &mut Vec<Violation>) {
     let by_id: HashMap<&str, &Op> = obs
         .ops
         .iter()
@@ -191,18 +224,21 @@ pub fn check(obs: Observations<'_>) -> Checked {
         let mut contents: HashMap<&str, u64> = HashMap::new();
         for entry in log {
             match by_id.get(entry.message_id.as_str()) {
-                None => violation(
+                None => flag(
+                    out,
                     Check::UnknownEntry,
                     format!("{name}: entry {} has message_id {:?}, which no client sent", entry.order, entry.message_id),
                 ),
-                Some(op) if op.content != entry.content => violation(
+                Some(op) if op.content != entry.content => flag(
+                    out,
                     Check::UnknownEntry,
                     format!(
                         "{name}: entry {} ({}) holds {:?}, but the client sent {:?}",
                         entry.order, entry.message_id, entry.content, op.content
                     ),
                 ),
-                Some(op) if op.status() == OpStatus::Failed => violation(
+                Some(op) if op.status() == OpStatus::Failed => flag(
+                    out,
                     Check::FailedWriteApplied,
                     format!(
                         "{name}: entry {} ({}) is a write whose every attempt was never sent or refused: {:?}",
@@ -212,7 +248,8 @@ pub fn check(obs: Observations<'_>) -> Checked {
                 Some(_) => {}
             }
             if let Some(first) = contents.insert(entry.content.as_str(), entry.order) {
-                violation(
+                flag(
+                    out,
                     Check::Duplicate,
                     format!(
                         "{name}: content {:?} at orders {first} and {}",
@@ -222,194 +259,246 @@ pub fn check(obs: Observations<'_>) -> Checked {
             }
         }
     }
+}
 
-    // Every write against the log.
-    let position: HashMap<&str, &EntryMessage> = reference
+/// Every write against the healed sequence: where it must be, and what its answers said.
+fn check_writes_against_log(
+    obs: Observations<'_>,
+    healed: &[EntryMessage],
+    out: &mut Vec<Violation>,
+) {
+    let position: HashMap<&str, &EntryMessage> = healed
         .iter()
         .map(|entry| (entry.message_id.as_str(), entry))
         .collect();
     for op in obs.ops {
-        let named: HashSet<u64> = op
-            .attempts
-            .iter()
-            .filter_map(|a| a.result.order())
-            .collect();
-        if named.len() > 1 {
-            violation(
-                Check::OrderMismatch,
-                format!(
-                    "{}: answers named different orders {named:?}",
-                    op.message_id
-                ),
+        check_answered_write_present(obs, &position, op, out);
+        check_success_answers(obs, op, out);
+    }
+}
+
+/// One write's answers named one order, and a write acknowledged or said to be appended is in
+/// the healed sequence at that order.
+fn check_answered_write_present(
+    obs: Observations<'_>,
+    position: &HashMap<&str, &EntryMessage>,
+    op: &Op,
+    out: &mut Vec<Violation>,
+) {
+    let named: HashSet<u64> = op
+        .attempts
+        .iter()
+        .filter_map(|a| a.result.order())
+        .collect();
+    if named.len() > 1 {
+        flag(
+            out,
+            Check::OrderMismatch,
+            format!(
+                "{}: answers named different orders {named:?}",
+                op.message_id
+            ),
+        );
+    }
+    let missing = match op.status() {
+        OpStatus::Acknowledged => Check::AckedWriteMissing,
+        OpStatus::Appended => Check::AppendedWriteMissing,
+        OpStatus::Indeterminate | OpStatus::Failed => return,
+    };
+    match position.get(op.message_id.as_str()) {
+        None => flag(
+            out,
+            missing,
+            format!(
+                "{} (w={}, orders named {named:?}) is not in {}'s final log; attempts: {}",
+                op.message_id,
+                op.w,
+                obs.names
+                    .first()
+                    .map(String::as_str)
+                    .unwrap_or("the master"),
+                describe_attempts(op)
+            ),
+        ),
+        Some(entry) if !named.contains(&entry.order) => flag(
+            out,
+            Check::OrderMismatch,
+            format!(
+                "{} is at order {} but answers named {named:?}",
+                op.message_id, entry.order
+            ),
+        ),
+        Some(_) => {}
+    }
+}
+
+/// Every success answer repeats the request (id, content, `w`) and has `w <= acks <= nodes`.
+fn check_success_answers(obs: Observations<'_>, op: &Op, out: &mut Vec<Violation>) {
+    for (_, ack) in op.acks() {
+        let mut wrong = Vec::new();
+        if ack.message_id != op.message_id {
+            wrong.push(format!("message_id {:?}", ack.message_id));
+        }
+        if ack.content != op.content {
+            wrong.push(format!("content {:?}", ack.content));
+        }
+        if ack.w != op.w {
+            wrong.push(format!("w {} (asked {})", ack.w, op.w));
+        }
+        if ack.acks < op.w || ack.acks > obs.names.len() as u64 {
+            wrong.push(format!(
+                "acks {} outside {}..={}",
+                ack.acks,
+                op.w,
+                obs.names.len()
+            ));
+        }
+        if !wrong.is_empty() {
+            flag(
+                out,
+                Check::BadAckResponse,
+                format!("{} answered with {}", op.message_id, wrong.join(", ")),
             );
         }
-        let status = op.status();
-        if matches!(status, OpStatus::Acknowledged | OpStatus::Appended) {
-            let missing = if status == OpStatus::Acknowledged {
-                Check::AckedWriteMissing
-            } else {
-                Check::AppendedWriteMissing
-            };
-            match position.get(op.message_id.as_str()) {
-                None => {
-                    violation(
-                        missing,
-                        format!(
-                        "{} (w={}, orders named {named:?}) is not in {}'s final log; attempts: {}",
-                        op.message_id,
-                        op.w,
-                        obs.names.first().map(String::as_str).unwrap_or("the master"),
-                        describe_attempts(op)
-                    ),
-                    )
-                }
-                Some(entry) if !named.contains(&entry.order) => violation(
-                    Check::OrderMismatch,
-                    format!(
-                        "{} is at order {} but answers named {named:?}",
-                        op.message_id, entry.order
-                    ),
-                ),
-                Some(_) => {}
-            }
-        }
-        for (_, ack) in op.acks() {
-            let mut wrong = Vec::new();
-            if ack.message_id != op.message_id {
-                wrong.push(format!("message_id {:?}", ack.message_id));
-            }
-            if ack.content != op.content {
-                wrong.push(format!("content {:?}", ack.content));
-            }
-            if ack.w != op.w {
-                wrong.push(format!("w {} (asked {})", ack.w, op.w));
-            }
-            if ack.acks < op.w || ack.acks > obs.names.len() as u64 {
-                wrong.push(format!(
-                    "acks {} outside {}..={}",
-                    ack.acks,
-                    op.w,
-                    obs.names.len()
-                ));
-            }
-            if !wrong.is_empty() {
-                violation(
-                    Check::BadAckResponse,
-                    format!("{} answered with {}", op.message_id, wrong.join(", ")),
-                );
-            }
-        }
     }
+}
 
-    // Write concern at acknowledgement time, from the node logs.
-    if obs.node_logs.len() == obs.names.len() {
-        // Orders as far as anything names them: acknowledged orders beyond the end of the
-        // final log must still be looked up (and then found missing), not skipped.
-        let len = obs
-            .final_logs
-            .iter()
-            .map(|log| log.len() as u64)
-            .chain(
-                obs.ops
-                    .iter()
-                    .flat_map(|op| op.attempts.iter().filter_map(|a| a.result.order())),
-            )
-            .max()
-            .unwrap_or(0);
-        let holds: Vec<Vec<Option<u64>>> = obs
-            .node_logs
-            .iter()
-            .map(|log| log.earliest_hold(len))
-            .collect();
-        let master_acks: HashMap<&str, Vec<&crate::evidence::Acknowledged>> = obs.node_logs[0]
+/// The durability evidence: for every acknowledged answer, at least `w` nodes (and at least
+/// the `acks` the master reported) had logged holding the entry by the time the master logged
+/// the acknowledgement, or, without that line, by the time the client got the answer.
+fn check_write_concern(obs: Observations<'_>, out: &mut Checked) {
+    // Orders as far as anything names them: acknowledged orders beyond the end of the
+    // final log must still be looked up (and then found missing), not skipped.
+    let len = obs
+        .final_logs
+        .iter()
+        .map(|log| log.len() as u64)
+        .chain(
+            obs.ops
+                .iter()
+                .flat_map(|op| op.attempts.iter().filter_map(|a| a.result.order())),
+        )
+        .max()
+        .unwrap_or(0);
+    let holds: Vec<Vec<Option<u64>>> = obs
+        .node_logs
+        .iter()
+        .map(|log| log.earliest_hold(len))
+        .collect();
+    let master_acks: HashMap<&str, Vec<&Acknowledged>> =
+        obs.node_logs[0]
             .acknowledged
             .iter()
             .fold(HashMap::new(), |mut map, line| {
                 map.entry(line.message_id.as_str()).or_default().push(line);
                 map
             });
-        for op in obs.ops {
-            for (attempt, ack) in op.acks() {
-                let line = master_acks.get(op.message_id.as_str()).and_then(|lines| {
-                    lines
-                        .iter()
-                        .filter(|line| {
-                            line.at_us >= attempt.sent_us && line.at_us <= attempt.done_us
-                        })
-                        .max_by_key(|line| line.at_us)
-                });
-                let at = line.map_or(attempt.done_us, |line| line.at_us);
-                out.evidence.acks_checked += 1;
-                out.evidence.acks_timed_by_master_log += usize::from(line.is_some());
-                *out.evidence.acks_by_w.entry(ack.w).or_default() += 1;
-                let mut times: Vec<u64> = holds
+    for op in obs.ops {
+        for (attempt, ack) in op.acks() {
+            let line = master_acks.get(op.message_id.as_str()).and_then(|lines| {
+                lines
                     .iter()
-                    .filter_map(|node| node.get(ack.order as usize).copied().flatten())
-                    .filter(|stored| *stored <= at)
-                    .collect();
-                times.sort_unstable();
-                let holders = times.len() as u64;
-                let who: Vec<&str> = obs
-                    .names
-                    .iter()
-                    .zip(&holds)
-                    .filter(|(_, node)| {
-                        node.get(ack.order as usize)
-                            .copied()
-                            .flatten()
-                            .is_some_and(|t| t <= at)
-                    })
-                    .map(|(name, _)| name.as_str())
-                    .collect();
-                let when = if line.is_some() {
-                    "the master logged the acknowledgement"
-                } else {
-                    "the client got the answer"
-                };
-                if holders < op.w {
-                    out.violations.push(Violation {
-                        check: Check::WriteConcernNotMet,
-                        detail: format!(
-                            "{} (order {}, w={}, acks={}) was acknowledged at {} but only {who:?} had stored it by then ({when}); later stores: {}",
-                            op.message_id, ack.order, op.w, ack.acks, clock(at), later_stores(obs.names, &holds, ack.order, at)
-                        ),
-                    });
-                } else {
-                    if holders < ack.acks {
-                        out.violations.push(Violation {
-                            check: Check::AcksOverstated,
-                            detail: format!(
-                                "{} (order {}, w={}) answered acks={} but only {who:?} had stored it by {} ({when})",
-                                op.message_id, ack.order, op.w, ack.acks, clock(at)
-                            ),
-                        });
-                    }
-                    let kth = times[op.w as usize - 1];
-                    let margin = at - kth;
-                    let closest = out.evidence.min_margin_us.entry(op.w).or_insert(margin);
-                    *closest = (*closest).min(margin);
-                }
-            }
-        }
-        for log in obs.node_logs {
-            out.evidence.restarts_checked += log.starts.len().saturating_sub(1);
-            for (start, stored) in log.lost_across_restarts() {
-                out.violations.push(Violation {
-                    check: Check::StoredEntriesLost,
-                    detail: format!(
-                        "{} started at {} with {} entries after logging {} as stored",
-                        log.name,
-                        clock(start.at_us),
-                        start.recovered,
-                        stored
-                    ),
-                });
-            }
+                    .filter(|line| line.at_us >= attempt.sent_us && line.at_us <= attempt.done_us)
+                    .max_by_key(|line| line.at_us)
+            });
+            check_acknowledgement(obs, &holds, op, attempt, ack, line.copied(), out);
         }
     }
+}
 
-    check_samples(obs, &mut out);
-    out
+/// One acknowledged answer (`attempt` got `ack`) against the nodes' holds (`holds[node][order]`, the earliest time
+/// each node held each order), timed by the master's `line` for it if there is one.
+fn check_acknowledgement(
+    obs: Observations<'_>,
+    holds: &[Vec<Option<u64>>],
+    op: &Op,
+    attempt: &Attempt,
+    ack: &WriteAck,
+    line: Option<&Acknowledged>,
+    out: &mut Checked,
+) {
+    let at = line.map_or(attempt.done_us, |line| line.at_us);
+    out.evidence.acks_checked += 1;
+    out.evidence.acks_timed_by_master_log += usize::from(line.is_some());
+    *out.evidence.acks_by_w.entry(ack.w).or_default() += 1;
+    let mut times: Vec<u64> = holds
+        .iter()
+        .filter_map(|node| node.get(ack.order as usize).copied().flatten())
+        .filter(|stored| *stored <= at)
+        .collect();
+    times.sort_unstable();
+    let holders = times.len() as u64;
+    let who: Vec<&str> = obs
+        .names
+        .iter()
+        .zip(holds)
+        .filter(|(_, node)| {
+            node.get(ack.order as usize)
+                .copied()
+                .flatten()
+                .is_some_and(|t| t <= at)
+        })
+        .map(|(name, _)| name.as_str())
+        .collect();
+    let when = if line.is_some() {
+        "the master logged the acknowledgement"
+    } else {
+        "the client got the answer"
+    };
+    if holders < op.w {
+        flag(
+            &mut out.violations,
+            Check::WriteConcernNotMet,
+            format!(
+                "{} (order {}, w={}, acks={}) was acknowledged at {} but only {who:?} had stored it by then ({when}); later stores: {}",
+                op.message_id, ack.order, op.w, ack.acks, clock(at), later_stores(obs.names, holds, ack.order, at)
+            ),
+        );
+        return;
+    }
+    if holders < ack.acks {
+        flag(
+            &mut out.violations,
+            Check::AcksOverstated,
+            format!(
+                "{} (order {}, w={}) answered acks={} but only {who:?} had stored it by {} ({when})",
+                op.message_id, ack.order, op.w, ack.acks, clock(at)
+            ),
+        );
+    }
+    let kth = times[op.w as usize - 1];
+    let margin = at - kth;
+    let closest = out.evidence.min_margin_us.entry(op.w).or_insert(margin);
+    *closest = (*closest).min(margin);
+}
+
+/// No node recovered fewer entries at a start than it had logged as stored before it.
+fn check_restarts(obs: Observations<'_>, out: &mut Checked) {
+    for log in obs.node_logs {
+        out.evidence.restarts_checked += log.starts.len().saturating_sub(1);
+        for (start, stored) in log.lost_across_restarts() {
+            flag(
+                &mut out.violations,
+                Check::StoredEntriesLost,
+                format!(
+                    "{} started at {} with {} entries after logging {} as stored",
+                    log.name,
+                    clock(start.at_us),
+                    start.recovered,
+                    stored
+                ),
+            );
+        }
+    }
+}
+
+/// How much evidence the node logs held, so that a report shows whether the checks built on
+/// them had anything to go on.
+fn count_evidence(obs: Observations<'_>, evidence: &mut EvidenceSummary) {
+    for log in obs.node_logs {
+        evidence.events_read += log.events;
+        evidence.unreadable_events += log.unreadable;
+    }
 }
 
 /// Positions only grow; and what the master says a secondary acked, the secondary holds.
@@ -550,7 +639,7 @@ fn first_difference(a: &[EntryMessage], b: &[EntryMessage]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::evidence::{Acknowledged, Started, Stored};
+    use crate::evidence::{Started, Stored};
     use crate::history::tests::{acked, op, unknown};
 
     fn entry(order: u64, id: &str) -> EntryMessage {
@@ -679,6 +768,7 @@ mod tests {
                 at_us: 0,
                 recovered: 0,
             }],
+            ..NodeLog::default()
         }
     }
 

@@ -1,32 +1,61 @@
 //! Evidence from the nodes' own logs: when each node durably stored each entry, when the master
 //! acknowledged each write, and what each restarted node recovered.
 //!
-//! The nodes run with `RUST_LOG` raised to `debug` for exactly the events used here:
+//! # The contract
+//! A node logs each piece of evidence as a tracing event with a structured `event` field whose
+//! value is one of the constants in [`replog_common::events`], under the target
+//! [`events::TARGET`]. Per-write events are at `debug`, so the nodes run with [`log_filter`],
+//! which turns that one target on ([`events::ENABLE_DIRECTIVE`]). This module matches on those
+//! constants and reads named fields only: never a message's prose, which may be reworded
+//! freely. What it reads:
 //!
-//! - secondary, `replog_secondary::applier` (debug): `entries stored and applied first=A
-//!   last=B`, logged after the append (and its fsync) returned and before the position is
-//!   acked to the master;
-//! - master, `replog_master::writer` (debug): `entry sequenced and stored order=N`, logged after
-//!   the append (and its fsync) returned and before the client is answered;
-//! - master (info): `write acknowledged order=N message_id=.. w=.. acks=..`, logged once the
-//!   write concern was met, right before the answer is sent;
-//! - at every start, what the node recovered from its data directory: the master's `log
-//!   recovered; ... last=N`, the secondary's `starting secondary ... applied=N`.
+//! - [`events::SEQUENCED`] (master) `order`: logged after the append (and its fsync) returned
+//!   and before the client is answered;
+//! - [`events::STORED`] (secondary) `first`, `last`: logged after the append (and its fsync)
+//!   returned and before the position is acked to the master;
+//! - [`events::ACKNOWLEDGED`] (master) `order`, `message_id`, `w`, `acks`: logged once the write
+//!   concern was met, right before the answer is sent;
+//! - [`events::RECOVERED`] (either node, at every start, at `info`) `last`: the end of the log
+//!   the node recovered from its data directory;
+//! - [`events::DEDUPLICATED`] and [`events::DUPLICATE_DROPPED`] `order`: read and counted, but
+//!   not evidence that a node holds anything it had not already logged.
 //!
+//! # The line format
+//! The nodes write tracing-subscriber's default plain text without the target: an RFC 3339 UTC
+//! timestamp, the level, the message if there is one, then the fields as `key=value` separated
+//! by spaces, e.g.
+//!
+//! ```text
+//! 2026-11-25T11:07:41.000100Z DEBUG event="acknowledged" order=1 message_id="a" w=2 acks=2 duplicate=false
+//! 2026-11-25T11:07:42.000000Z  INFO log recovered; ... data_dir=/tmp/x event="recovered" last=5 confirmed=5
+//! ```
+//!
+//! String values are quoted with Rust debug escapes (`\"`, `\\`, `\n`, `\u{..}`) and are
+//! unescaped here; numbers and booleans are bare. A line counts as evidence only if its `event`
+//! field is one of the constants; if a key appears twice, the last one wins, because an event's
+//! own fields are printed after its message and any span context. An evidence event that lacks
+//! a field it needs is counted in [`NodeLog::unreadable`] (a broken contract to surface, not a
+//! line to skip in silence).
+//!
+//! # Why the lines can be trusted as a clock
 //! Every timestamp is the wall clock of the same machine, the clock the checker's history uses.
 //! The lines are appended with one unbuffered write each to a file that outlives the process, so
 //! a SIGKILL cannot lose a line that was written; it can only prevent a line from being written
 //! at all, which is why what a node recovered at its next start counts as evidence too.
 
+use replog_common::events;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 
-/// The tracing filter the master runs with.
-pub const MASTER_LOG_FILTER: &str = "info,replog_master::writer=debug,lapin=warn,amq_protocol=warn";
-
-/// The tracing filter every secondary runs with.
-pub const SECONDARY_LOG_FILTER: &str =
-    "info,replog_secondary::applier=debug,lapin=warn,amq_protocol=warn";
+/// The `RUST_LOG` filter every node of a run gets: `info`, plus the evidence events at `debug`,
+/// with the AMQP client's chatter kept down.
+pub fn log_filter() -> String {
+    format!(
+        "info,{},lapin=warn,amq_protocol=warn",
+        events::ENABLE_DIRECTIVE
+    )
+}
 
 /// A node stored entries `first..=last` at `at_us`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,111 +97,80 @@ pub struct Started {
 pub struct NodeLog {
     /// `master`, `s1`, ...
     pub name: String,
-    /// Every store, in log order.
+    /// Every store ([`events::SEQUENCED`] on the master, [`events::STORED`] on a secondary), in
+    /// log order.
     pub stored: Vec<Stored>,
     /// Every acknowledgement (master only), in log order.
     pub acknowledged: Vec<Acknowledged>,
     /// Every start, in log order.
     pub starts: Vec<Started>,
+    /// Evidence events read, of every kind: zero means the checks built on this log had
+    /// nothing to go on.
+    pub events: usize,
+    /// Evidence events (a known `event` name) missing a field they need, or with one that does
+    /// not parse: the nodes and this module disagree about the contract.
+    pub unreadable: usize,
 }
 
 impl NodeLog {
-    /// Reads a master's log.
-    pub fn read_master(name: &str, path: &Path) -> std::io::Result<NodeLog> {
-        Ok(NodeLog::parse_master(name, &std::fs::read_to_string(path)?))
+    /// Reads a node's log file.
+    pub fn read(name: &str, path: &Path) -> std::io::Result<NodeLog> {
+        Ok(NodeLog::parse(name, &std::fs::read_to_string(path)?))
     }
 
-    /// Reads a secondary's log.
-    pub fn read_secondary(name: &str, path: &Path) -> std::io::Result<NodeLog> {
-        Ok(NodeLog::parse_secondary(
-            name,
-            &std::fs::read_to_string(path)?,
-        ))
-    }
-
-    /// Parses a master's log text.
-    pub fn parse_master(name: &str, text: &str) -> NodeLog {
+    /// Parses a node's log text. Master and secondaries log different events, so one parser
+    /// serves both.
+    pub fn parse(name: &str, text: &str) -> NodeLog {
         let mut log = NodeLog {
             name: name.to_owned(),
             ..NodeLog::default()
         };
         for line in text.lines() {
-            let Some(event) = Event::parse(line) else {
+            let Some(event) = EventLine::parse(line) else {
                 continue;
             };
-            match event.message {
-                "entry sequenced and stored" => {
-                    if let Some(order) = event.number("order") {
-                        log.stored.push(Stored {
-                            at_us: event.at_us,
-                            first: order,
-                            last: order,
-                        });
-                    }
-                }
-                "write acknowledged" => {
-                    if let (Some(order), Some(message_id), Some(w), Some(acks)) = (
-                        event.number("order"),
-                        event.fields.get("message_id"),
-                        event.number("w"),
-                        event.number("acks"),
-                    ) {
-                        log.acknowledged.push(Acknowledged {
-                            at_us: event.at_us,
-                            order,
-                            message_id: (*message_id).to_owned(),
-                            w,
-                            acks,
-                        });
-                    }
-                }
-                "log recovered; numbering continues after the last entry" => {
-                    if let Some(recovered) = event.number("last") {
-                        log.starts.push(Started {
-                            at_us: event.at_us,
-                            recovered,
-                        });
-                    }
-                }
-                _ => {}
+            match log.note(&event) {
+                Some(()) => log.events += 1,
+                None => log.unreadable += 1,
             }
         }
         log
     }
 
-    /// Parses a secondary's log text.
-    pub fn parse_secondary(name: &str, text: &str) -> NodeLog {
-        let mut log = NodeLog {
-            name: name.to_owned(),
-            ..NodeLog::default()
-        };
-        for line in text.lines() {
-            let Some(event) = Event::parse(line) else {
-                continue;
-            };
-            match event.message {
-                "entries stored and applied" => {
-                    if let (Some(first), Some(last)) = (event.number("first"), event.number("last"))
-                    {
-                        log.stored.push(Stored {
-                            at_us: event.at_us,
-                            first,
-                            last,
-                        });
-                    }
-                }
-                "starting secondary" => {
-                    if let Some(recovered) = event.number("applied") {
-                        log.starts.push(Started {
-                            at_us: event.at_us,
-                            recovered,
-                        });
-                    }
-                }
-                _ => {}
+    /// Records one evidence event; `None` when it lacks a field it needs.
+    fn note(&mut self, event: &EventLine<'_>) -> Option<()> {
+        let at_us = event.at_us;
+        match event.name {
+            events::SEQUENCED => {
+                let order = event.number("order")?;
+                self.stored.push(Stored {
+                    at_us,
+                    first: order,
+                    last: order,
+                });
             }
+            events::STORED => {
+                let (first, last) = (event.number("first")?, event.number("last")?);
+                self.stored.push(Stored { at_us, first, last });
+            }
+            events::ACKNOWLEDGED => self.acknowledged.push(Acknowledged {
+                at_us,
+                order: event.number("order")?,
+                message_id: event.text("message_id")?.to_owned(),
+                w: event.number("w")?,
+                acks: event.number("acks")?,
+            }),
+            events::RECOVERED => self.starts.push(Started {
+                at_us,
+                recovered: event.number("last")?,
+            }),
+            events::DEDUPLICATED | events::DUPLICATE_DROPPED => {
+                event.number("order")?;
+            }
+            // `EventLine::parse` only lets the names in `events::ALL` through.
+            _ => return None,
         }
-        log
+        Some(())
     }
 
     /// For each order up to `len`, the earliest time this node is known to have held it
@@ -225,56 +223,144 @@ impl NodeLog {
     }
 }
 
-/// One parsed tracing line: `2026-11-25T11:07:40.681578Z  INFO message key=value ...`.
+/// One evidence event read from a log line.
 #[derive(Debug)]
-struct Event<'a> {
+struct EventLine<'a> {
     /// The timestamp, µs since the epoch.
     at_us: u64,
-    /// The message, up to the first `key=value` field.
-    message: &'a str,
-    /// The fields after the message.
-    fields: HashMap<&'a str, &'a str>,
+    /// The `event` field: one of [`events::ALL`].
+    name: &'static str,
+    /// The other fields, unquoted and unescaped.
+    fields: HashMap<&'a str, Cow<'a, str>>,
 }
 
-impl<'a> Event<'a> {
-    fn parse(line: &'a str) -> Option<Event<'a>> {
+impl<'a> EventLine<'a> {
+    /// Reads `line` if it is an evidence event: `<timestamp> <LEVEL> [message] key=value ...`
+    /// with an `event` field naming one of [`events::ALL`]. Any other line is `None`.
+    fn parse(line: &'a str) -> Option<EventLine<'a>> {
+        // Most lines are not evidence: skip them before any real work.
+        if !line.contains("event=") {
+            return None;
+        }
         let (stamp, rest) = line.split_once(' ')?;
         let at_us = parse_rfc3339_us(stamp)?;
-        let rest = rest.trim_start();
-        let (level, rest) = rest.split_once(' ')?;
+        let (level, rest) = rest.trim_start().split_once(' ')?;
         if !matches!(level, "TRACE" | "DEBUG" | "INFO" | "WARN" | "ERROR") {
             return None;
         }
-        let rest = rest.trim_start();
-        // The message ends where the first ` key=` begins.
-        let mut message_end = rest.len();
-        let mut fields = HashMap::new();
-        let mut offset: usize = 0;
-        for token in rest.split(' ') {
-            if let Some((key, value)) = token.split_once('=') {
-                let is_key = !key.is_empty()
-                    && key
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
-                if is_key {
-                    if message_end == rest.len() {
-                        message_end = offset.saturating_sub(1);
-                    }
-                    fields.insert(key, value);
-                }
-            }
-            offset += token.len() + 1;
-        }
-        Some(Event {
+        let mut fields = fields(rest);
+        let event = fields.remove("event")?;
+        let name = events::ALL.into_iter().find(|name| *name == event)?;
+        Some(EventLine {
             at_us,
-            message: rest[..message_end.min(rest.len())].trim_end(),
+            name,
             fields,
         })
     }
 
+    /// A field holding an unsigned number.
     fn number(&self, key: &str) -> Option<u64> {
         self.fields.get(key)?.parse().ok()
     }
+
+    /// A field's text, unescaped.
+    fn text(&self, key: &str) -> Option<&str> {
+        self.fields.get(key).map(|value| value.as_ref())
+    }
+}
+
+/// The `key=value` fields in the part of a line after its level. Words that are not a field
+/// (the message, span names, the tail of a value printed with spaces in it) are skipped; a key
+/// seen twice keeps its last value, the event's own field.
+fn fields(mut text: &str) -> HashMap<&str, Cow<'_, str>> {
+    let mut fields = HashMap::new();
+    loop {
+        text = text.trim_start_matches(' ');
+        if text.is_empty() {
+            return fields;
+        }
+        match field(text) {
+            Some((key, value, rest)) => {
+                fields.insert(key, value);
+                text = rest;
+            }
+            None => text = text.find(' ').map_or("", |space| &text[space..]),
+        }
+    }
+}
+
+/// The field `text` starts with, if it starts with one, and the text after it.
+fn field(text: &str) -> Option<(&str, Cow<'_, str>, &str)> {
+    let (key, value) = text.split_once('=')?;
+    let mut chars = key.chars();
+    let is_key = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+    if !is_key {
+        return None;
+    }
+    match value.strip_prefix('"') {
+        Some(quoted) => {
+            let (value, rest) = unquote(quoted)?;
+            (rest.is_empty() || rest.starts_with(' ')).then_some((key, value, rest))
+        }
+        None => {
+            let end = value.find(' ').unwrap_or(value.len());
+            Some((key, Cow::Borrowed(&value[..end]), &value[end..]))
+        }
+    }
+}
+
+/// Reads a string printed with Rust's `Debug` up to its closing quote (`text` starts after the
+/// opening one): the unescaped string and the text after the quote. `None` if the quote never
+/// closes or an escape is not one `Debug` writes.
+fn unquote(text: &str) -> Option<(Cow<'_, str>, &str)> {
+    // Borrowed until the first escape, so that the common plain value is not copied.
+    let mut owned: Option<String> = None;
+    let mut chars = text.char_indices();
+    while let Some((at, c)) = chars.next() {
+        match c {
+            '"' => {
+                let value = owned.map_or(Cow::Borrowed(&text[..at]), Cow::Owned);
+                return Some((value, &text[at + 1..]));
+            }
+            '\\' => {
+                let out = owned.get_or_insert_with(|| text[..at].to_owned());
+                let (_, escape) = chars.next()?;
+                out.push(match escape {
+                    'n' => '\n',
+                    'r' => '\r',
+                    't' => '\t',
+                    '0' => '\0',
+                    '\\' => '\\',
+                    '"' => '"',
+                    '\'' => '\'',
+                    'u' => {
+                        if chars.next()?.1 != '{' {
+                            return None;
+                        }
+                        let mut code: u32 = 0;
+                        loop {
+                            let (_, digit) = chars.next()?;
+                            if digit == '}' {
+                                break;
+                            }
+                            code = code.checked_mul(16)?.checked_add(digit.to_digit(16)?)?;
+                        }
+                        char::from_u32(code)?
+                    }
+                    _ => return None,
+                });
+            }
+            c => {
+                if let Some(out) = owned.as_mut() {
+                    out.push(c);
+                }
+            }
+        }
+    }
+    None
 }
 
 /// Parses `YYYY-MM-DDTHH:MM:SS[.fraction]Z` into µs since the epoch.
@@ -351,23 +437,33 @@ mod tests {
         assert_eq!(parse_rfc3339_us("garbage"), None);
     }
 
-    const MASTER: &str = "\
------ testkit: starting master (start #1) -----
-2026-11-25T11:07:40.683262Z  INFO log recovered; numbering continues after the last entry data_dir=/tmp/x entries=0 segments=1 last=0 confirmed=0 torn_tail_cut=false
-2026-11-25T11:07:41.000001Z DEBUG entry sequenced and stored order=1 message_id=a
-2026-11-25T11:07:41.000100Z  INFO write acknowledged order=1 message_id=a w=2 acks=2 duplicate=false
-2026-11-25T11:07:42.000000Z  INFO log recovered; numbering continues after the last entry data_dir=/tmp/x entries=1 segments=1 last=1 confirmed=1 torn_tail_cut=false
-";
+    #[test]
+    fn the_filter_turns_the_evidence_target_on() {
+        assert!(log_filter()
+            .split(',')
+            .any(|d| d == events::ENABLE_DIRECTIVE));
+        assert!(log_filter().starts_with("info,"));
+    }
 
-    const SECONDARY: &str = "\
-2026-11-25T11:07:40.700000Z  INFO starting secondary id=s1 broker=amqp://guest:***@127.0.0.1:1/%2f?heartbeat=10 namespace=n master=http://127.0.0.1:2 applied=0 delay_ms=0 fail_rate=0 queue_type=Classic
-2026-11-25T11:07:41.000050Z DEBUG entries stored and applied first=1 last=3
-2026-11-25T11:07:43.000000Z  INFO starting secondary id=s1 applied=2
-";
+    const MASTER: &str = r#"----- testkit: starting master (start #1) -----
+2026-11-25T11:07:40.683262Z  INFO log recovered; numbering continues after the last entry data_dir=/tmp/x entries=0 segments=1 event="recovered" last=0 confirmed=0 torn_tail_cut=false
+2026-11-25T11:07:41.000001Z DEBUG event="sequenced" order=1 message_id="a"
+2026-11-25T11:07:41.000002Z DEBUG event="deduplicated" order=1 message_id="a"
+2026-11-25T11:07:41.000100Z DEBUG event="acknowledged" order=1 message_id="a" w=2 acks=2 duplicate=false
+2026-11-25T11:07:41.000200Z  INFO write acknowledged order=9 message_id=b w=1 acks=1
+2026-11-25T11:07:42.000000Z  INFO log recovered; numbering continues after the last entry data_dir=/tmp/x entries=1 segments=1 event="recovered" last=1 confirmed=1 torn_tail_cut=false
+"#;
+
+    const SECONDARY: &str = r#"2026-11-25T11:07:40.690000Z  INFO log recovered; applying continues after the last stored entry data_dir=/tmp/y entries=0 segments=1 torn_tail_cut=false
+2026-11-25T11:07:40.700000Z  INFO starting secondary id=s1 broker=amqp://guest:***@127.0.0.1:1/%2f?heartbeat=10 namespace=n master=http://127.0.0.1:2 event="recovered" last=0 delay_ms=0 fail_rate=0 queue_type=Classic
+2026-11-25T11:07:41.000050Z DEBUG event="stored" first=1 last=3
+2026-11-25T11:07:41.000060Z DEBUG event="duplicate_dropped" order=2 from_master=true
+2026-11-25T11:07:43.000000Z  INFO starting secondary id=s1 event="recovered" last=2
+"#;
 
     #[test]
     fn the_events_are_read_from_node_logs() {
-        let master = NodeLog::parse_master("master", MASTER);
+        let master = NodeLog::parse("master", MASTER);
         assert_eq!(master.starts.len(), 2);
         assert_eq!(
             master.stored,
@@ -377,14 +473,24 @@ mod tests {
                 last: 1
             }]
         );
-        assert_eq!(master.acknowledged.len(), 1);
-        assert_eq!(master.acknowledged[0].message_id, "a");
-        assert_eq!(master.acknowledged[0].acks, 2);
+        // The prose `write acknowledged` line is not evidence: only the `event` field counts.
+        assert_eq!(
+            master.acknowledged,
+            vec![Acknowledged {
+                at_us: 1_795_604_861_000_100,
+                order: 1,
+                message_id: "a".to_owned(),
+                w: 2,
+                acks: 2
+            }]
+        );
+        assert_eq!((master.events, master.unreadable), (5, 0));
         assert!(master.lost_across_restarts().is_empty());
 
-        let secondary = NodeLog::parse_secondary("s1", SECONDARY);
+        let secondary = NodeLog::parse("s1", SECONDARY);
         assert_eq!(secondary.stored.len(), 1);
         assert_eq!(secondary.starts.len(), 2);
+        assert_eq!((secondary.events, secondary.unreadable), (4, 0));
         let earliest = secondary.earliest_hold(4);
         assert_eq!(earliest[1], Some(1_795_604_861_000_050));
         assert_eq!(earliest[4], None);
@@ -392,5 +498,51 @@ mod tests {
         let lost = secondary.lost_across_restarts();
         assert_eq!(lost.len(), 1);
         assert_eq!(lost[0].1, 3);
+    }
+
+    #[test]
+    fn quoted_values_are_unescaped() {
+        let log = NodeLog::parse(
+            "master",
+            r#"2026-11-25T11:07:41.000100Z DEBUG event="acknowledged" order=7 message_id="a \"b\" c=d\n\\ \u{7f}" w=1 acks=1 duplicate=true"#,
+        );
+        assert_eq!(log.unreadable, 0);
+        assert_eq!(log.acknowledged[0].message_id, "a \"b\" c=d\n\\ \u{7f}");
+        assert_eq!(log.acknowledged[0].order, 7);
+    }
+
+    #[test]
+    fn a_field_inside_a_quoted_value_or_the_message_does_not_count() {
+        // `last=` inside the id, and `event=` in prose before the event's own fields.
+        let log = NodeLog::parse(
+            "master",
+            r#"2026-11-25T11:07:41.000100Z  INFO note event=stored last=99 span{order=3}: event="recovered" message_id=" last=50" last=4"#,
+        );
+        assert_eq!(log.starts.len(), 1);
+        assert_eq!(log.starts[0].recovered, 4);
+    }
+
+    #[test]
+    fn broken_evidence_is_counted_not_skipped() {
+        let text = r#"2026-11-25T11:07:41.000050Z DEBUG event="stored" first=1
+2026-11-25T11:07:41.000060Z DEBUG event="stored" first=1 last=x
+2026-11-25T11:07:41.000070Z DEBUG event="acknowledged" order=1 message_id="unterminated w=1 acks=1
+2026-11-25T11:07:41.000080Z DEBUG event="something_else" order=1
+not a tracing line event="stored" first=1 last=1
+"#;
+        let log = NodeLog::parse("s1", text);
+        assert!(log.stored.is_empty() && log.acknowledged.is_empty());
+        assert_eq!((log.events, log.unreadable), (0, 3));
+    }
+
+    #[test]
+    fn every_event_name_is_understood() {
+        for name in events::ALL {
+            let line = format!(
+                "2026-11-25T11:07:41.000050Z DEBUG event={name:?} order=1 first=1 last=1 message_id=\"a\" w=1 acks=1"
+            );
+            let log = NodeLog::parse("node", &line);
+            assert_eq!((log.events, log.unreadable), (1, 0), "{name}");
+        }
     }
 }

@@ -106,8 +106,8 @@ pub async fn run(config: ChaosConfig) -> Result<Report, ChaosError> {
     let mut spec = ClusterSpec::new(run_dir.path().to_path_buf(), broker.amqp_url());
     spec.namespace = format!("chaos-{id}");
     spec.queue_type = Some(config.queue_type.as_arg().to_owned());
-    spec.master_env = vec![("RUST_LOG".into(), evidence::MASTER_LOG_FILTER.into())];
-    spec.secondary_env = vec![("RUST_LOG".into(), evidence::SECONDARY_LOG_FILTER.into())];
+    spec.master_env = vec![("RUST_LOG".into(), evidence::log_filter())];
+    spec.secondary_env = vec![("RUST_LOG".into(), evidence::log_filter())];
     let cluster = Cluster::start(&spec, &binaries).await?;
     let mut urls = vec![cluster.master.url().to_owned()];
     urls.extend(cluster.secondaries.iter().map(|n| n.url().to_owned()));
@@ -206,14 +206,8 @@ pub async fn run(config: ChaosConfig) -> Result<Report, ChaosError> {
     let node_logs: Vec<NodeLog> = names
         .iter()
         .zip(&log_paths)
-        .enumerate()
-        .map(|(index, (name, path))| {
-            let read = if index == 0 {
-                NodeLog::read_master(name, path)
-            } else {
-                NodeLog::read_secondary(name, path)
-            };
-            read.unwrap_or_else(|_| NodeLog {
+        .map(|(name, path)| {
+            NodeLog::read(name, path).unwrap_or_else(|_| NodeLog {
                 name: name.clone(),
                 ..NodeLog::default()
             })

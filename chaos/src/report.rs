@@ -20,13 +20,13 @@ const PROVEN: &[&str] = &[
     "  every acknowledged write (and every 504) is there once, at the order it was answered with;",
     "  nothing is there that no client sent; never-sent (refused) writes are absent;",
     "  a write whose answer was lost or timed out is there at most once; every ack has w <= acks <= 3.",
-    "shown from the nodes' own logs (trusting their `stored` lines):",
+    "shown from the nodes' own logs (trusting their `sequenced`, `stored` and `recovered` events):",
     "  w nodes had stored each acknowledged entry before the master logged the acknowledgement,",
     "  and at least `acks` of them; no node restarted with fewer entries than it had stored.",
     "shown from /health samples: no position went backwards; what the master reported a",
     "  secondary had acked, that secondary held at every later look.",
     "not proven: durability against power loss (SIGKILL keeps the OS page cache), that a node's",
-    "  `stored` line means stable media, orderings closer than the clock's microsecond.",
+    "  `stored` event means stable media, orderings closer than the clock's microsecond.",
 ];
 
 /// What the writers did and were told.
@@ -274,6 +274,11 @@ impl fmt::Display for Report {
         }
         let e = &self.evidence;
         writeln!(f, "\nevidence")?;
+        row(
+            f,
+            "evidence events read from node logs",
+            format!("{} ({} unreadable)", e.events_read, e.unreadable_events),
+        )?;
         row(
             f,
             "acks checked against node logs",

@@ -27,4 +27,11 @@ async fn a_short_chaos_run_finds_no_violation() {
     assert!(report.writes.acknowledged >= 100, "{report}");
     assert!(report.faults.len() >= 5, "{report}");
     assert!(report.converged_after.is_some(), "{report}");
+    // The write-concern and restart checks read the nodes' evidence events: if the logs held
+    // none, or the checker could not parse them, those checks would pass without checking.
+    let evidence = &report.evidence;
+    assert!(evidence.events_read > 0, "{report}");
+    assert_eq!(evidence.unreadable_events, 0, "{report}");
+    assert!(evidence.acks_timed_by_master_log > 0, "{report}");
+    assert!(evidence.restarts_checked > 0, "{report}");
 }
