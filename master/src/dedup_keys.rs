@@ -3,8 +3,9 @@
 //! beside the log. The index costs disk, not memory, however long the log grows; redb's page
 //! cache is bounded ([`CACHE_BYTES`]).
 //!
-//! The log is the source of truth and the index trails it: the master collects the keys of its
-//! newest stored entries in memory ([`DedupIndex`]) and [`DedupKeys::record`] moves them here in
+//! The log is the source of truth and the index trails it: the master's sequencer keeps the keys
+//! of its newest stored entries in memory ([`DedupIndex`]) and looks up older ones here through a
+//! [`Snapshot`] ([`KnownKeys`]); [`DedupKeys::record`] moves the recent keys here in
 //! one durable transaction, sorted, about once a second (one transaction per batch of the log
 //! made random B-tree page copies the bottleneck: `w=1` throughput fell by half). At start
 //! [`DedupKeys::catch_up`] indexes whatever the log holds beyond what the index recorded (or
@@ -16,6 +17,7 @@ use replog_shell::store::{LogStore, StoreError};
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use replog_common::ids::{MessageId, Order};
 use replog_common::rules::dedup::{DedupIndex, DedupMode};
+use replog_common::rules::sequencer::KnownKeys;
 use std::path::Path;
 
 /// Key bytes to order.
@@ -35,9 +37,6 @@ pub const CACHE_BYTES: usize = 32 << 20;
 
 /// Entries read from the log at a time while indexing.
 const SCAN_PAGE: usize = 4096;
-
-/// Most entries whose keys the master's writer collects in memory before it records them.
-pub const FLUSH_ENTRIES: usize = 100_000;
 
 /// Prefix of a message-id key.
 const ID_KEY: u8 = b'i';
@@ -59,24 +58,28 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    fn get(&self, key: &[u8]) -> Result<Option<Order>, StoreError> {
+        let order = self.keys.get(key).map_err(index_error)?;
+        Ok(order.map(|order| Order(order.value())))
+    }
+}
+
+impl KnownKeys for Snapshot {
+    type Error = StoreError;
+
     /// Where the entry with this message id stands, if the index has it.
-    pub fn find_id(&self, message_id: &MessageId) -> Result<Option<Order>, StoreError> {
+    fn find_id(&self, message_id: &MessageId) -> Result<Option<Order>, StoreError> {
         self.get(&id_key(message_id))
     }
 
     /// Where the first entry with this content stands, if contents are keys
     /// ([`DedupMode::Content`]) and the index has it. Contents are matched by BLAKE3-256
     /// digest: two different contents with one digest are not expected to exist.
-    pub fn find_content(&self, content: &str) -> Result<Option<Order>, StoreError> {
+    fn find_content(&self, content: &str) -> Result<Option<Order>, StoreError> {
         match self.mode {
             DedupMode::Id => Ok(None),
             DedupMode::Content => self.get(&content_key(content)),
         }
-    }
-
-    fn get(&self, key: &[u8]) -> Result<Option<Order>, StoreError> {
-        let order = self.keys.get(key).map_err(index_error)?;
-        Ok(order.map(|order| Order(order.value())))
     }
 }
 

@@ -5,14 +5,18 @@
 //! what to publish from the log store (the writer only announces how far the log is stored), so
 //! what it holds in memory is bounded by the pipeline, however long the broker is away.
 //!
-//! Everything up to `confirmed` is confirmed by the broker. A nack, a confirm that does not come
-//! in time (a frozen broker never confirms), an unroutable return or a lost channel all lead to
-//! the same recovery: a fresh channel, the topology declared again, and every entry after
-//! `confirmed` published again in order. Secondaries drop the duplicates this may create.
+//! What each confirm means is the [`ConfirmWindow`]'s decision: everything up to `confirmed` is
+//! confirmed by the broker; a nack, a confirm that does not come in time (a frozen broker never
+//! confirms), an unroutable return or a lost channel all lead to the same recovery: a fresh
+//! channel, the topology declared again, and every entry after `confirmed` published again in
+//! order. Secondaries drop the duplicates this may create. This task only carries the decisions
+//! out: it reads and publishes, keeps lapin's confirm futures in order, tells the window what
+//! came of each (and what time it is), and follows its answer.
 
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation};
+use replog_common::rules::confirm_window::{ConfirmWindow, Decision};
 use replog_common::wire::EntryMessage;
 use replog_common::{Entry, NodeId, Order};
 use replog_shell::amqp::{self, close_channel, AmqpError, Backoff, Broker};
@@ -21,7 +25,7 @@ use replog_shell::topology::{QueueType, Topology};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -47,17 +51,10 @@ pub struct PublisherSettings {
     pub confirm_timeout: Duration,
 }
 
-/// The outcome of one publish: its order and the broker's confirm, or a timeout.
-type ConfirmFuture = Pin<
-    Box<
-        dyn Future<
-                Output = (
-                    Order,
-                    Result<Result<Confirmation, lapin::Error>, tokio::time::error::Elapsed>,
-                ),
-            > + Send,
-    >,
->;
+/// The outcome of one publish: its order and the broker's confirm. Timeouts are the
+/// [`ConfirmWindow`]'s to decide.
+type ConfirmFuture =
+    Pin<Box<dyn Future<Output = (Order, Result<Confirmation, lapin::Error>)> + Send>>;
 
 /// Why the current channel was given up.
 enum ChannelLost {
@@ -79,6 +76,8 @@ pub struct Publisher {
     stored: watch::Receiver<Order>,
     /// Everything up to here is confirmed by the broker; published for persistence and health.
     confirmed: watch::Sender<Order>,
+    /// What is published and confirmed, and what each confirm (or its absence) means.
+    window: ConfirmWindow,
 }
 
 impl Publisher {
@@ -91,12 +90,15 @@ impl Publisher {
         stored: watch::Receiver<Order>,
         confirmed: watch::Sender<Order>,
     ) -> Publisher {
+        let window =
+            ConfirmWindow::new(*confirmed.borrow(), MAX_IN_FLIGHT, settings.confirm_timeout);
         Publisher {
             broker,
             settings,
             store,
             stored,
             confirmed,
+            window,
         }
     }
 
@@ -166,13 +168,15 @@ impl Publisher {
     }
 
     async fn publish_on(&mut self, channel: &Channel, stop: &CancellationToken) -> ChannelLost {
+        // Every way off a channel goes through the window, which forgets what was in flight.
+        debug_assert_eq!(self.window.in_flight(), 0, "a fresh channel starts empty");
         let mut confirms: FuturesOrdered<ConfirmFuture> = FuturesOrdered::new();
-        let mut next = self.confirmed.borrow().next();
         let mut draining = false;
         loop {
             let stored = *self.stored.borrow_and_update();
-            while !draining && next <= stored && confirms.len() < MAX_IN_FLIGHT {
-                let room = (MAX_IN_FLIGHT - confirms.len()).min(READ_BATCH);
+            while !draining && self.window.next() <= stored && self.window.room() > 0 {
+                let next = self.window.next();
+                let room = self.window.room().min(READ_BATCH);
                 let entries = match self.read(next, room).await {
                     Ok(entries) if !entries.is_empty() => entries,
                     Ok(_) => break,
@@ -186,52 +190,82 @@ impl Publisher {
                 };
                 for entry in &entries {
                     match self.publish(channel, entry).await {
-                        Ok(confirm) => confirms.push_back(confirm),
+                        Ok(confirm) => {
+                            confirms.push_back(confirm);
+                            self.window.published(entry.order, Instant::now());
+                        }
                         Err(error) => {
-                            return ChannelLost::Republish(format!("publish failed: {error}"))
+                            self.window.channel_lost();
+                            return ChannelLost::Republish(format!("publish failed: {error}"));
                         }
                     }
-                    next = entry.order.next();
                 }
             }
             if draining && confirms.is_empty() {
                 return ChannelLost::Stopped;
             }
+            let deadline = self.window.deadline();
             tokio::select! {
                 changed = self.stored.changed(), if !draining => {
                     if changed.is_err() {
                         draining = true;
                     }
                 }
-                Some((order, outcome)) = confirms.next(), if !confirms.is_empty() => match outcome {
-                    Ok(Ok(Confirmation::Ack(None))) | Ok(Ok(Confirmation::NotRequested)) => {
-                        tracing::debug!(%order, "entry confirmed by the broker");
-                        self.confirmed.send_replace(order);
+                Some((order, outcome)) = confirms.next(), if !confirms.is_empty() => {
+                    let (decision, reason) = match outcome {
+                        Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => {
+                            tracing::debug!(%order, "entry confirmed by the broker");
+                            (self.window.acked(order), String::new())
+                        }
+                        Ok(Confirmation::Ack(Some(_))) => (
+                            self.window.returned(order),
+                            format!("entry {order} was unroutable (a queue is missing); declaring again"),
+                        ),
+                        Ok(Confirmation::Nack(_)) => (
+                            self.window.nacked(order),
+                            format!("the broker nacked entry {order}"),
+                        ),
+                        Err(error) => (
+                            self.window.channel_lost(),
+                            format!("confirm of entry {order} failed: {error}"),
+                        ),
+                    };
+                    if let Some(lost) = self.carry_out(decision, reason) {
+                        return lost;
                     }
-                    Ok(Ok(Confirmation::Ack(Some(_)))) => {
-                        return ChannelLost::Republish(format!(
-                            "entry {order} was unroutable (a queue is missing); declaring again"
-                        ));
-                    }
-                    Ok(Ok(Confirmation::Nack(_))) => {
-                        return ChannelLost::Republish(format!("the broker nacked entry {order}"));
-                    }
-                    Ok(Err(error)) => {
-                        return ChannelLost::Republish(format!("confirm of entry {order} failed: {error}"))
-                    }
-                    Err(_) => {
-                        return ChannelLost::Republish(format!(
-                            "no confirm for entry {order} within {:?}",
+                }
+                _ = until(deadline), if deadline.is_some() => {
+                    let decision = self.window.tick(Instant::now());
+                    let reason = match decision {
+                        Decision::Republish { from } => format!(
+                            "no confirm for entry {from} within {:?}",
                             self.settings.confirm_timeout
-                        ))
+                        ),
+                        _ => String::new(),
+                    };
+                    if let Some(lost) = self.carry_out(decision, reason) {
+                        return lost;
                     }
-                },
+                }
                 _ = stop.cancelled(), if !draining => {
                     draining = true;
                     tracing::info!(in_flight = confirms.len(), "publisher draining outstanding confirms");
                 }
                 _ = tokio::time::sleep(DRAIN_TIMEOUT), if draining => return ChannelLost::Stopped,
             }
+        }
+    }
+
+    /// Carries out the window's decision: publishes how far the log is confirmed, or gives the
+    /// channel up (for `reason`) so that everything unconfirmed is published again.
+    fn carry_out(&self, decision: Decision, reason: String) -> Option<ChannelLost> {
+        match decision {
+            Decision::Nothing => None,
+            Decision::Advance(to) => {
+                self.confirmed.send_replace(to);
+                None
+            }
+            Decision::Republish { .. } => Some(ChannelLost::Republish(reason)),
         }
     }
 
@@ -264,9 +298,14 @@ impl Publisher {
             .await?;
         tracing::trace!(order = %entry.order, "entry published");
         let order = entry.order;
-        let timeout = self.settings.confirm_timeout;
-        Ok(Box::pin(async move {
-            (order, tokio::time::timeout(timeout, confirm).await)
-        }))
+        Ok(Box::pin(async move { (order, confirm.await) }))
+    }
+}
+
+/// Sleeps until `deadline`, or forever when there is none.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
     }
 }

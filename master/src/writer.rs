@@ -1,41 +1,25 @@
 //! The log writer: the one place that numbers entries.
 //!
 //! Writes arrive from many HTTP handlers at once; a single writer thread takes them in batches,
-//! deduplicates them, gives each new one the next order, appends the batch to the store in one
-//! call (one sync for a durable store) and only then tells the publisher and answers
-//! the handlers. One thread means one total order with no lock held across I/O.
+//! lets the [`Sequencer`] admit each one (new with the next order, or already in the log),
+//! appends the batch's new entries to the store in one call (one sync for a durable store) and
+//! only then tells the publisher and answers the handlers. One thread means one total order with
+//! no lock held across I/O. The rules live in the sequencer; this thread only carries out what
+//! it decides: snapshot the on-disk keys, admit, append, answer, flush keys.
 
-use crate::dedup_keys::{DedupKeys, Snapshot, FLUSH_ENTRIES};
-use replog_common::rules::dedup::DedupIndex;
+use crate::dedup_keys::DedupKeys;
+use replog_common::rules::sequencer::{Admitted, Sequencer, Write};
 use replog_common::{events, Entry, MessageId, Order};
 use replog_shell::store::{LogStore, StoreError};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+pub use replog_common::rules::sequencer::DedupFlush;
+
 /// How many queued writes the writer takes in one batch at most.
 const MAX_BATCH: usize = 1024;
-
-/// When the keys of the newest entries move from memory to the on-disk dedup index. The index
-/// trails the log; what it has not recorded at a crash is re-indexed from the log at start.
-#[derive(Debug, Clone, Copy)]
-pub struct DedupFlush {
-    /// At least this often while writes come in.
-    pub interval: Duration,
-    /// And whenever this many entries' keys are in memory.
-    pub entries: usize,
-}
-
-impl Default for DedupFlush {
-    /// Once a second, or at [`FLUSH_ENTRIES`] entries.
-    fn default() -> Self {
-        DedupFlush {
-            interval: Duration::from_secs(1),
-            entries: FLUSH_ENTRIES,
-        }
-    }
-}
 
 /// What became of a write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,12 +78,12 @@ impl LogWriter {
         fatal: CancellationToken,
     ) -> (LogWriter, std::thread::JoinHandle<()>) {
         let (requests, inbox) = mpsc::channel(4 * MAX_BATCH);
+        // The on-disk index has caught up with the log before the writer starts.
+        let sequencer = Sequencer::new(dedup.mode(), store.last_order(), flush, Instant::now());
         let writer = Writer {
             store,
-            recent: DedupIndex::new(dedup.mode()),
             dedup,
-            flush,
-            flushed_at: Instant::now(),
+            sequencer,
             stored,
             fatal,
         };
@@ -143,12 +127,8 @@ struct Writer {
     store: Arc<dyn LogStore>,
     /// Which writes the log holds, up to the last flush (on disk).
     dedup: DedupKeys,
-    /// Which writes the log holds since the last flush, and the batch being built.
-    recent: DedupIndex,
-    /// When `recent` moves to `dedup`.
-    flush: DedupFlush,
-    /// When `recent` was last moved to `dedup`.
-    flushed_at: Instant,
+    /// Numbers new writes, remembers the keys since the last flush, decides when to flush.
+    sequencer: Sequencer,
     /// The end of the stored log, for the publisher.
     stored: watch::Sender<Order>,
     /// Cancelled when the store fails.
@@ -195,31 +175,27 @@ impl Writer {
     }
 
     fn write_batch(&mut self, batch: &mut Vec<AppendRequest>) -> Result<(), StoreError> {
-        let mut next = self.store.last_order().next();
         let mut fresh: Vec<Entry> = Vec::new();
         let mut resolved = Vec::with_capacity(batch.len());
         // The on-disk index only changes between batches: one read transaction serves them all.
         let snapshot = self.dedup.snapshot()?;
         for request in batch.iter_mut() {
-            let client_id = request.message_id.take();
-            // A fresh UUID v4 cannot be in the log already; only a client's id is looked up.
-            let from_client = client_id.is_some();
-            let message_id = client_id.unwrap_or_else(MessageId::random);
-            let known = self.find(&snapshot, &message_id, from_client, &request.content)?;
-            if let Some(order) = known {
-                tracing::debug!(target: events::TARGET, event = events::DEDUPLICATED, order = order.get(), message_id = message_id.as_str());
-                resolved.push(Resolved::Existing(order));
-                continue;
-            }
-            let entry = Entry {
-                order: next,
-                message_id,
-                content: std::mem::take(&mut request.content),
+            let content = std::mem::take(&mut request.content);
+            let write = match request.message_id.take() {
+                Some(id) => Write::with_client_id(id, content),
+                // A UUID v4 cannot be in the log already: the sequencer never looks it up.
+                None => Write::with_fresh_id(MessageId::random(), content),
             };
-            self.recent.record(&entry);
-            next = next.next();
-            resolved.push(Resolved::New(fresh.len()));
-            fresh.push(entry);
+            match self.sequencer.admit(write, &snapshot)? {
+                Admitted::New(entry) => {
+                    resolved.push(Resolved::New(fresh.len()));
+                    fresh.push(entry);
+                }
+                Admitted::Existing { order, message_id } => {
+                    tracing::debug!(target: events::TARGET, event = events::DEDUPLICATED, order = order.get(), message_id = message_id.as_str());
+                    resolved.push(Resolved::Existing(order));
+                }
+            }
         }
         if !fresh.is_empty() {
             self.store.append(&fresh)?;
@@ -237,47 +213,20 @@ impl Writer {
         }
         // After the answers: the batch is stored whatever becomes of its keys, and keys the
         // index misses in a crash are indexed from the log at the next start.
-        if !fresh.is_empty()
-            && (self.flushed_at.elapsed() >= self.flush.interval
-                || self.recent.len() >= self.flush.entries)
-        {
+        if self.sequencer.flush_due(Instant::now()) {
             self.flush_dedup()?;
         }
         Ok(())
     }
 
-    /// Where the log already holds this write: a known message id first, in memory or on
-    /// disk, and only then (with `--dedup content`) equal content, so that a client's retry
-    /// always finds its own entry.
-    fn find(
-        &self,
-        on_disk: &Snapshot,
-        message_id: &MessageId,
-        from_client: bool,
-        content: &str,
-    ) -> Result<Option<Order>, StoreError> {
-        if from_client {
-            if let Some(order) = self.recent.find_id(message_id) {
-                return Ok(Some(order));
-            }
-            if let Some(order) = on_disk.find_id(message_id)? {
-                return Ok(Some(order));
-            }
-        }
-        if let Some(order) = self.recent.find_content(content) {
-            return Ok(Some(order));
-        }
-        on_disk.find_content(content)
-    }
-
     /// Moves the keys of the stored entries from memory to the on-disk index. Only called
-    /// between batches, when everything in `recent` is in the log.
+    /// between batches, when every entry the sequencer admitted is in the log.
     fn flush_dedup(&mut self) -> Result<(), StoreError> {
-        if !self.recent.is_empty() {
-            self.dedup.record(&self.recent, self.store.last_order())?;
-            self.recent.clear();
+        if !self.sequencer.recent().is_empty() {
+            self.dedup
+                .record(self.sequencer.recent(), self.store.last_order())?;
         }
-        self.flushed_at = Instant::now();
+        self.sequencer.flushed(Instant::now());
         Ok(())
     }
 
@@ -301,6 +250,7 @@ mod tests {
     use super::*;
     use replog_common::rules::dedup::DedupMode;
     use replog_shell::store::MemoryLog;
+    use std::time::Duration;
 
     /// A writer over a memory log, with its dedup index in a temporary directory (kept as
     /// long as the returned guard lives).

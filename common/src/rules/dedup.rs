@@ -1,8 +1,10 @@
-//! The master's deduplication rule: which log position already holds a given write.
+//! What makes two writes the same entry ([`DedupMode`]), and the keys of the newest entries
+//! held in memory ([`DedupIndex`]).
 //!
-//! [`DedupIndex`] holds its keys in memory. The master uses it for its most recent entries only
-//! (a second's worth at most) and moves their keys to disk ([`crate::store::DedupKeys`]) in one
-//! transaction a second, so memory does not grow with the log.
+//! The decision itself (which lookups run, in which order) is the
+//! [`Sequencer`](super::sequencer::Sequencer)'s. It keeps a [`DedupIndex`] of its most recent
+//! entries only (a second's worth at most); the master moves those keys to its on-disk index
+//! about once a second, so memory does not grow with the log.
 
 use crate::entry::Entry;
 use crate::ids::{MessageId, Order};
@@ -50,8 +52,9 @@ impl std::fmt::Display for DedupMode {
     }
 }
 
-/// Maps every entry's message id (and, with [`DedupMode::Content`], its content) to its
-/// position, so that a write the log already holds is answered with the existing entry.
+/// Maps recent entries' message ids (and, with [`DedupMode::Content`], their contents) to their
+/// positions: the in-memory half of the sequencer's lookup, and the batch of keys the master
+/// records on disk.
 #[derive(Debug)]
 pub struct DedupIndex {
     /// Whether content is a key too.
@@ -72,10 +75,9 @@ impl DedupIndex {
         }
     }
 
-    /// Where a write with this id and content already stands, if anywhere.
-    pub fn find(&self, message_id: &MessageId, content: &str) -> Option<Order> {
-        self.find_id(message_id)
-            .or_else(|| self.find_content(content))
+    /// What makes two writes the same entry for this index.
+    pub fn mode(&self) -> DedupMode {
+        self.mode
     }
 
     /// Where the entry with this message id stands, if it is here.
@@ -141,25 +143,27 @@ mod tests {
         Entry::of(order, id, content)
     }
 
-    #[test]
-    fn id_mode_matches_on_message_id_only() {
-        let mut index = DedupIndex::new(DedupMode::Id);
-        index.record(&entry(1, "a", "hello"));
-        let a = MessageId::parse("a").unwrap();
-        let b = MessageId::parse("b").unwrap();
-        assert_eq!(index.find(&a, "other"), Some(Order(1)));
-        assert_eq!(index.find(&b, "hello"), None);
+    fn id(raw: &str) -> MessageId {
+        MessageId::parse(raw).unwrap()
     }
 
     #[test]
-    fn content_mode_matches_on_content_or_id() {
+    fn id_mode_keys_message_ids_only() {
+        let mut index = DedupIndex::new(DedupMode::Id);
+        index.record(&entry(1, "a", "hello"));
+        assert_eq!(index.find_id(&id("a")), Some(Order(1)));
+        assert_eq!(index.find_id(&id("b")), None);
+        assert_eq!(index.find_content("hello"), None, "content is no key");
+        assert_eq!(index.contents().count(), 0);
+    }
+
+    #[test]
+    fn content_mode_keys_contents_too() {
         let mut index = DedupIndex::new(DedupMode::Content);
         index.record(&entry(1, "a", "hello"));
-        let a = MessageId::parse("a").unwrap();
-        let b = MessageId::parse("b").unwrap();
-        assert_eq!(index.find(&b, "hello"), Some(Order(1)));
-        assert_eq!(index.find(&b, "hello!"), None);
-        assert_eq!(index.find(&a, "a retry with other content"), Some(Order(1)));
+        assert_eq!(index.find_content("hello"), Some(Order(1)));
+        assert_eq!(index.find_content("hello!"), None);
+        assert_eq!(index.find_id(&id("a")), Some(Order(1)));
     }
 
     #[test]
@@ -167,10 +171,7 @@ mod tests {
         let mut index = DedupIndex::new(DedupMode::Content);
         index.record(&entry(1, "a", "x"));
         index.record(&entry(2, "b", "x"));
-        assert_eq!(
-            index.find(&MessageId::parse("c").unwrap(), "x"),
-            Some(Order(1))
-        );
+        assert_eq!(index.find_content("x"), Some(Order(1)));
         assert_eq!(index.len(), 2, "both entries stay findable by id");
     }
 
@@ -189,6 +190,16 @@ mod tests {
         assert_eq!(index.contents().collect::<Vec<_>>(), [("x", Order(1))]);
         index.clear();
         assert!(index.is_empty());
-        assert_eq!(index.find(&MessageId::parse("a").unwrap(), "x"), None);
+        assert_eq!(index.find_id(&id("a")), None);
+        assert_eq!(index.find_content("x"), None);
+    }
+
+    #[test]
+    fn modes_parse_from_their_flag_values() {
+        for (name, mode) in DedupMode::ALL {
+            assert_eq!(name.parse::<DedupMode>(), Ok(mode));
+            assert_eq!(mode.to_string(), name);
+        }
+        assert!("ids".parse::<DedupMode>().is_err());
     }
 }

@@ -1,0 +1,346 @@
+//! The master's confirm window: which published entries the broker has confirmed, how many more
+//! may be published, and when everything unconfirmed must be published again.
+//!
+//! The master publishes entries in log order and the broker confirms each one (an ack), refuses
+//! it (a nack), or returns it unroutable. Everything up to [`ConfirmWindow::confirmed`] is
+//! confirmed; an ack beyond an unconfirmed publish is remembered but cannot advance past it. A
+//! nack, a return, a lost channel or a confirm that does not come within the confirm timeout all
+//! decide the same recovery: publish again everything after `confirmed`, on a fresh channel.
+//! Secondaries drop the duplicates this may create.
+//!
+//! Time is passed in: [`ConfirmWindow::published`] and [`ConfirmWindow::tick`] take the caller's
+//! `now`, and [`ConfirmWindow::deadline`] says when the next tick is worth making. The window
+//! does no I/O; the master's publisher task carries out what it decides.
+
+use crate::ids::Order;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// What the publisher must do after an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Nothing changes (a duplicate or out-of-order ack, a stale nack, a tick before any
+    /// deadline).
+    Nothing,
+    /// Everything up to this order is now confirmed.
+    Advance(Order),
+    /// Give the channel up and publish again everything from this order on, in order, on a
+    /// fresh channel. The window has forgotten what was in flight.
+    Republish {
+        /// The first unconfirmed order (`confirmed + 1`).
+        from: Order,
+    },
+}
+
+/// One publish waiting for its confirm.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    /// When it was published: its confirm is due `timeout` later.
+    published_at: Instant,
+    /// Whether the broker confirmed it while an earlier publish is still unconfirmed.
+    acked: bool,
+}
+
+/// The publisher's confirm window.
+#[derive(Debug)]
+pub struct ConfirmWindow {
+    /// Everything up to here is confirmed by the broker.
+    confirmed: Order,
+    /// Publishes after `confirmed`, in order: `in_flight[i]` is order `confirmed + 1 + i`.
+    in_flight: VecDeque<InFlight>,
+    /// Most publishes awaiting a confirm at once; bounds what a slow broker makes us hold.
+    capacity: usize,
+    /// How long a publish may stay unconfirmed before everything is published again.
+    timeout: Duration,
+}
+
+impl ConfirmWindow {
+    /// A window over a log whose entries up to `confirmed` are confirmed, allowing `capacity`
+    /// publishes in flight and `timeout` for each confirm.
+    pub fn new(confirmed: Order, capacity: usize, timeout: Duration) -> ConfirmWindow {
+        ConfirmWindow {
+            confirmed,
+            in_flight: VecDeque::new(),
+            capacity,
+            timeout,
+        }
+    }
+
+    /// Everything up to here is confirmed.
+    pub fn confirmed(&self) -> Order {
+        self.confirmed
+    }
+
+    /// The order to publish next.
+    pub fn next(&self) -> Order {
+        Order(self.confirmed.get() + 1 + self.in_flight.len() as u64)
+    }
+
+    /// How many publishes await a confirm.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// How many more entries may be published before a confirm comes in.
+    pub fn room(&self) -> usize {
+        self.capacity.saturating_sub(self.in_flight.len())
+    }
+
+    /// When the oldest unconfirmed publish times out, if anything is in flight: the caller
+    /// ticks at (or after) this moment.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.in_flight
+            .front()
+            .map(|publish| publish.published_at + self.timeout)
+    }
+
+    /// Records that `order` was published at `now`. Orders are published in sequence: `order`
+    /// must be [`ConfirmWindow::next`], and [`ConfirmWindow::room`] must not be zero.
+    pub fn published(&mut self, order: Order, now: Instant) {
+        debug_assert_eq!(order, self.next(), "entries are published in order");
+        debug_assert!(self.room() > 0, "the window is full");
+        self.in_flight.push_back(InFlight {
+            published_at: now,
+            acked: false,
+        });
+    }
+
+    /// The broker confirmed `order`. Advances when `order` closes the confirmed prefix; an ack
+    /// of an order already confirmed or never published changes nothing.
+    pub fn acked(&mut self, order: Order) -> Decision {
+        let Some(publish) = self.slot(order) else {
+            return Decision::Nothing;
+        };
+        publish.acked = true;
+        let before = self.confirmed;
+        while self.in_flight.front().is_some_and(|publish| publish.acked) {
+            self.in_flight.pop_front();
+            self.confirmed = self.confirmed.next();
+        }
+        if self.confirmed > before {
+            Decision::Advance(self.confirmed)
+        } else {
+            Decision::Nothing
+        }
+    }
+
+    /// The broker refused `order`.
+    pub fn nacked(&mut self, order: Order) -> Decision {
+        self.refused(order)
+    }
+
+    /// The broker returned `order` as unroutable (a queue is missing: declare again).
+    pub fn returned(&mut self, order: Order) -> Decision {
+        self.refused(order)
+    }
+
+    /// The channel failed: nothing in flight will be confirmed on it.
+    pub fn channel_lost(&mut self) -> Decision {
+        self.republish()
+    }
+
+    /// Time passed: republish when the oldest unconfirmed publish is older than the timeout.
+    pub fn tick(&mut self, now: Instant) -> Decision {
+        match self.deadline() {
+            Some(deadline) if now >= deadline => self.republish(),
+            _ => Decision::Nothing,
+        }
+    }
+
+    /// A nack or a return: republish when it is about a publish still in flight; a stale one
+    /// (already confirmed, or from before a republish) changes nothing.
+    fn refused(&mut self, order: Order) -> Decision {
+        if self.slot(order).is_none() {
+            return Decision::Nothing;
+        }
+        self.republish()
+    }
+
+    fn republish(&mut self) -> Decision {
+        self.in_flight.clear();
+        Decision::Republish {
+            from: self.confirmed.next(),
+        }
+    }
+
+    /// The in-flight publish of `order`, if there is one.
+    fn slot(&mut self, order: Order) -> Option<&mut InFlight> {
+        let offset = order.get().checked_sub(self.confirmed.get() + 1)?;
+        self.in_flight.get_mut(usize::try_from(offset).ok()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// A window after `confirmed` with orders `confirmed+1..=last` published at `at`.
+    fn window_with(confirmed: u64, last: u64, at: Instant) -> ConfirmWindow {
+        let mut window = ConfirmWindow::new(Order(confirmed), 8, TIMEOUT);
+        for order in confirmed + 1..=last {
+            window.published(Order(order), at);
+        }
+        window
+    }
+
+    #[test]
+    fn in_order_acks_advance() {
+        let mut window = window_with(4, 7, Instant::now());
+        assert_eq!(window.next(), Order(8));
+        assert_eq!(window.acked(Order(5)), Decision::Advance(Order(5)));
+        assert_eq!(window.acked(Order(6)), Decision::Advance(Order(6)));
+        assert_eq!(window.acked(Order(7)), Decision::Advance(Order(7)));
+        assert_eq!(window.confirmed(), Order(7));
+        assert_eq!(window.in_flight(), 0);
+        assert_eq!(window.deadline(), None);
+    }
+
+    #[test]
+    fn an_out_of_order_ack_cannot_pass_an_unconfirmed_publish() {
+        let mut window = window_with(0, 4, Instant::now());
+        assert_eq!(window.acked(Order(3)), Decision::Nothing);
+        assert_eq!(window.acked(Order(2)), Decision::Nothing);
+        assert_eq!(window.confirmed(), Order(0));
+        // 1 closes the gap: everything acked behind it is confirmed at once.
+        assert_eq!(window.acked(Order(1)), Decision::Advance(Order(3)));
+        assert_eq!(window.in_flight(), 1);
+        assert_eq!(window.next(), Order(5));
+    }
+
+    #[test]
+    fn duplicate_and_unknown_acks_are_ignored() {
+        let mut window = window_with(0, 3, Instant::now());
+        assert_eq!(window.acked(Order(1)), Decision::Advance(Order(1)));
+        assert_eq!(window.acked(Order(1)), Decision::Nothing);
+        assert_eq!(window.acked(Order(3)), Decision::Nothing);
+        assert_eq!(window.acked(Order(3)), Decision::Nothing);
+        assert_eq!(window.acked(Order(0)), Decision::Nothing);
+        assert_eq!(window.acked(Order(9)), Decision::Nothing, "never published");
+        assert_eq!(window.acked(Order(2)), Decision::Advance(Order(3)));
+        assert_eq!(window.acked(Order(2)), Decision::Nothing);
+        assert_eq!(window.confirmed(), Order(3));
+    }
+
+    #[test]
+    fn a_nack_or_a_return_republishes_after_the_confirmed_prefix() {
+        let now = Instant::now();
+        let mut window = window_with(0, 5, now);
+        window.acked(Order(1));
+        window.acked(Order(3));
+        assert_eq!(
+            window.nacked(Order(4)),
+            Decision::Republish { from: Order(2) }
+        );
+        assert_eq!(window.in_flight(), 0);
+        assert_eq!(
+            window.next(),
+            Order(2),
+            "3 was acked but is published again"
+        );
+        // A nack from the old channel for an order not in flight any more changes nothing.
+        assert_eq!(window.nacked(Order(5)), Decision::Nothing);
+
+        for order in 2..=4 {
+            window.published(Order(order), now);
+        }
+        assert_eq!(
+            window.returned(Order(3)),
+            Decision::Republish { from: Order(2) }
+        );
+        assert_eq!(window.returned(Order(1)), Decision::Nothing, "confirmed");
+    }
+
+    #[test]
+    fn a_lost_channel_republishes_even_with_nothing_in_flight() {
+        let mut window = window_with(2, 4, Instant::now());
+        assert_eq!(
+            window.channel_lost(),
+            Decision::Republish { from: Order(3) }
+        );
+        assert_eq!(
+            window.channel_lost(),
+            Decision::Republish { from: Order(3) }
+        );
+    }
+
+    #[test]
+    fn a_confirm_that_does_not_come_in_time_republishes() {
+        let start = Instant::now();
+        let mut window = window_with(0, 1, start);
+        window.published(Order(2), start + Duration::from_secs(4));
+        assert_eq!(window.deadline(), Some(start + TIMEOUT));
+        assert_eq!(
+            window.tick(start + Duration::from_secs(9)),
+            Decision::Nothing
+        );
+        // 1 is confirmed: the deadline moves to 2's.
+        window.acked(Order(1));
+        assert_eq!(window.deadline(), Some(start + Duration::from_secs(14)));
+        assert_eq!(window.tick(start + TIMEOUT), Decision::Nothing);
+        assert_eq!(
+            window.tick(start + Duration::from_secs(14)),
+            Decision::Republish { from: Order(2) }
+        );
+        assert_eq!(window.deadline(), None);
+        assert_eq!(
+            window.tick(start + Duration::from_secs(60)),
+            Decision::Nothing,
+            "nothing in flight, nothing to time out"
+        );
+    }
+
+    #[test]
+    fn an_acked_publish_behind_a_late_one_still_times_out() {
+        let start = Instant::now();
+        let mut window = window_with(0, 2, start);
+        assert_eq!(window.acked(Order(2)), Decision::Nothing);
+        assert_eq!(
+            window.tick(start + TIMEOUT),
+            Decision::Republish { from: Order(1) }
+        );
+    }
+
+    #[test]
+    fn the_window_limits_what_is_in_flight() {
+        let now = Instant::now();
+        let mut window = ConfirmWindow::new(Order(0), 3, TIMEOUT);
+        assert_eq!(window.room(), 3);
+        for order in 1..=3 {
+            window.published(Order(order), now);
+        }
+        assert_eq!(window.room(), 0);
+        // An ack behind an unconfirmed publish frees nothing.
+        window.acked(Order(2));
+        assert_eq!(window.room(), 0);
+        window.acked(Order(1));
+        assert_eq!(window.room(), 2);
+        assert_eq!(window.next(), Order(4));
+        window.channel_lost();
+        assert_eq!(window.room(), 3);
+        assert_eq!(window.next(), Order(3));
+    }
+
+    #[test]
+    fn a_shuffled_duplicated_ack_stream_confirms_exactly_the_prefix() {
+        let now = Instant::now();
+        let mut window = ConfirmWindow::new(Order(0), 64, TIMEOUT);
+        for order in 1..=20 {
+            window.published(Order(order), now);
+        }
+        // Every order but 13 is acked, some twice, out of order.
+        let acks = [
+            5, 1, 2, 2, 9, 3, 4, 4, 20, 6, 7, 8, 10, 12, 11, 14, 19, 15, 16, 17, 18, 1, 5,
+        ];
+        let mut advanced = Vec::new();
+        for ack in acks {
+            if let Decision::Advance(to) = window.acked(Order(ack)) {
+                advanced.push(to.get());
+            }
+        }
+        assert_eq!(window.confirmed(), Order(12));
+        assert!(advanced.windows(2).all(|pair| pair[0] < pair[1]));
+        assert_eq!(window.acked(Order(13)), Decision::Advance(Order(20)));
+    }
+}
