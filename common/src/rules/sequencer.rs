@@ -159,6 +159,16 @@ impl Sequencer {
         Ok(Admitted::New(entry))
     }
 
+    /// Where the log already holds this write, without admitting it: what a master that takes
+    /// no new entries (read-only) answers a retry with.
+    pub fn lookup<K: KnownKeys>(
+        &self,
+        write: &Write,
+        known: &K,
+    ) -> Result<Option<Order>, K::Error> {
+        self.find(write, known)
+    }
+
     /// Where the log already holds this write: a known message id first, in memory then on
     /// disk, and only then equal content, in memory then on disk.
     fn find<K: KnownKeys>(&self, write: &Write, known: &K) -> Result<Option<Order>, K::Error> {
@@ -270,6 +280,18 @@ mod tests {
             Admitted::New(entry) => (true, entry.order),
             Admitted::Existing { order, .. } => (false, order),
         }
+    }
+
+    #[test]
+    fn a_lookup_finds_held_writes_and_admits_nothing() {
+        let mut seq = sequencer(DedupMode::Id, 4);
+        let disk = Disk::default().with_id("old", 2);
+        seq.admit(client("a", "x"), &disk).unwrap();
+        assert_eq!(seq.lookup(&client("a", "y"), &disk), Ok(Some(Order(5))));
+        assert_eq!(seq.lookup(&client("old", "y"), &disk), Ok(Some(Order(2))));
+        assert_eq!(seq.lookup(&client("new", "y"), &disk), Ok(None));
+        assert_eq!(seq.next_order(), Order(6), "a lookup numbers nothing");
+        assert_eq!(seq.recent().len(), 1);
     }
 
     #[test]
