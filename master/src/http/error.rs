@@ -128,3 +128,84 @@ impl IntoResponse for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    async fn answer(error: impl Into<ApiError>) -> (StatusCode, Value) {
+        let response = error.into().into_response();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).expect("a JSON body"))
+    }
+
+    #[tokio::test]
+    async fn shared_errors_name_the_masters_routes() {
+        assert_eq!(
+            answer(HttpError::NotFound(&MASTER_API)).await,
+            (
+                StatusCode::NOT_FOUND,
+                json!({"error": "no such endpoint; try POST /messages, GET /messages or GET /health"})
+            )
+        );
+        assert_eq!(
+            answer(HttpError::MethodNotAllowed(&MASTER_API)).await,
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": "method not allowed; the API is POST /messages, GET /messages and GET /health"})
+            )
+        );
+        assert_eq!(
+            answer(AppendError::IndexedButMissing(Order(4))).await,
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"error": "internal error; see the master's log"})
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_write_that_waited_in_vain_says_where_its_entry_is() {
+        let id = MessageId::parse("m-1").unwrap();
+        let (status, body) = answer(ApiError::WriteConcernTimeout {
+            message_id: id.clone(),
+            order: Order(7),
+            acks: 1,
+            w: 3,
+            timeout_ms: 200,
+        })
+        .await;
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            body,
+            json!({
+                "error": "write concern w=3 not reached within 200 ms: 1 of 3 nodes hold the entry; it stays in the log and keeps replicating, so retry with the same message_id to wait again",
+                "message_id": "m-1", "order": 7, "acks": 1,
+            })
+        );
+        let stopping =
+            "the master is shutting down; retry with the same message_id once it is back";
+        assert_eq!(
+            answer(ApiError::ShuttingDown { entry: None }).await,
+            (StatusCode::SERVICE_UNAVAILABLE, json!({"error": stopping}))
+        );
+        assert_eq!(
+            answer(ApiError::ShuttingDown {
+                entry: Some((id, Order(7), 2))
+            })
+            .await,
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": stopping, "message_id": "m-1", "order": 7, "acks": 2})
+            )
+        );
+        assert_eq!(
+            answer(AppendError::Stopped).await,
+            (StatusCode::SERVICE_UNAVAILABLE, json!({"error": stopping}))
+        );
+    }
+}
