@@ -6,6 +6,7 @@
 //! ```
 
 use clap::Parser;
+use replog_common::wire::http::WriteBody;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,7 +57,12 @@ async fn main() {
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 while next.fetch_add(1, Ordering::Relaxed) < total {
-                    let body = serde_json::json!({ "content": payload, "w": w });
+                    let body = WriteBody {
+                        content: payload.clone(),
+                        w: Some(w as u64),
+                        message_id: None,
+                        timeout_ms: None,
+                    };
                     let sent = Instant::now();
                     match client.post(&url).json(&body).send().await {
                         Ok(response) if response.status().is_success() => {

@@ -1,5 +1,10 @@
 //! A validated write: the body of `POST /messages`, checked field by field so that every
 //! mistake gets a message that says what is wrong and what is allowed.
+//!
+//! The shape a client sends is [`WriteBody`](replog_common::wire::http::WriteBody). The master
+//! does not deserialise into it: serde would reject `"w": 2.5` or `"w": "2"` with its own
+//! wording, where the client deserves one naming the field and its range. So the raw JSON is
+//! read here, and a test below keeps the two in step.
 
 use replog_common::MessageId;
 use serde_json::{Map, Value};
@@ -159,6 +164,35 @@ mod tests {
         assert_eq!(write.timeout, Some(Duration::from_secs(2)));
         let write = WriteRequest::parse(br#"{"content":"x","timeout_ms":5}"#, limits).unwrap();
         assert_eq!(write.timeout, Some(Duration::from_millis(5)));
+    }
+
+    #[test]
+    fn the_body_a_client_sends_is_the_write_the_master_reads() {
+        use replog_common::wire::http::WriteBody;
+        let body = WriteBody {
+            content: "x".into(),
+            w: Some(2),
+            message_id: Some("abc".into()),
+            timeout_ms: Some(1500),
+        };
+        let write = WriteRequest::parse(&serde_json::to_vec(&body).unwrap(), LIMITS).unwrap();
+        assert_eq!(
+            write,
+            WriteRequest {
+                content: "x".into(),
+                w: 2,
+                message_id: MessageId::parse("abc"),
+                timeout: Some(Duration::from_millis(1500)),
+            }
+        );
+        let bare = WriteBody {
+            content: "y".into(),
+            w: None,
+            message_id: None,
+            timeout_ms: None,
+        };
+        let write = WriteRequest::parse(&serde_json::to_vec(&bare).unwrap(), LIMITS).unwrap();
+        assert_eq!((write.w, write.message_id, write.timeout), (3, None, None));
     }
 
     #[test]

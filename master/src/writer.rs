@@ -42,9 +42,13 @@ impl Appended {
 /// Why a write could not be appended.
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
-    /// The store failed; the master stops rather than run with a log it cannot write.
+    /// The store failed; the master stops rather than run with a log it cannot write. Shared,
+    /// because one failed batch answers every write in it with the same error.
     #[error("the log store failed: {0}")]
-    Storage(String),
+    Storage(#[from] Arc<StoreError>),
+    /// The dedup index names an entry the log does not hold.
+    #[error("entry {0} is indexed but missing from the log")]
+    IndexedButMissing(Order),
     /// The writer has stopped (the master is shutting down).
     #[error("the master is shutting down")]
     Stopped,
@@ -159,10 +163,9 @@ impl Writer {
             }
             if let Err(error) = self.write_batch(&mut batch) {
                 tracing::error!(%error, "cannot write to the log; stopping the master");
+                let error = Arc::new(error);
                 for request in batch.drain(..) {
-                    let _ = request
-                        .reply
-                        .send(Err(AppendError::Storage(error.to_string())));
+                    let _ = request.reply.send(Err(AppendError::Storage(error.clone())));
                 }
                 self.fatal.cancel();
                 return;
@@ -237,10 +240,11 @@ impl Writer {
         let entries = self
             .store
             .read(order, 1)
-            .map_err(|e| AppendError::Storage(e.to_string()))?;
-        let entry = entries.into_iter().next().ok_or_else(|| {
-            AppendError::Storage(format!("entry {order} is indexed but missing from the log"))
-        })?;
+            .map_err(|e| AppendError::Storage(Arc::new(e)))?;
+        let entry = entries
+            .into_iter()
+            .next()
+            .ok_or(AppendError::IndexedButMissing(order))?;
         Ok(Appended::Existing(entry))
     }
 }

@@ -5,58 +5,15 @@
 //! [`RequestError`] keep those apart: [`RequestError::NotSent`] means the request provably never
 //! reached the node, every other error leaves the write's fate open.
 
+use replog_common::wire::http::ShuttingDown;
 use replog_common::wire::{EntryMessage, MessagesPage};
 use reqwest::StatusCode;
-use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// The body of `POST /messages`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Write {
-    /// The payload.
-    pub content: String,
-    /// Nodes that must hold the entry before the answer; the master's default when `None`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub w: Option<u64>,
-    /// The client's id, which makes retries safe.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub message_id: Option<String>,
-    /// How long the master may wait for `w`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub timeout_ms: Option<u64>,
-}
-
-/// A write the master acknowledged: `201` for a new entry, `200` for one it already held.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-pub struct WriteAck {
-    /// The entry's id.
-    pub message_id: String,
-    /// Its position.
-    pub order: u64,
-    /// Its content, as stored.
-    pub content: String,
-    /// The write concern that was met.
-    pub w: u64,
-    /// How many nodes held it when the master answered, by the master's count.
-    pub acks: u64,
-    /// Whether the log already held this write.
-    #[serde(default)]
-    pub duplicate: bool,
-}
-
-/// A `504`: the entry is in the master's log at `order` but its write concern was not met in
-/// time.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-pub struct WriteTimedOut {
-    /// The explanation.
-    pub error: String,
-    /// The entry's id.
-    pub message_id: String,
-    /// Its position.
-    pub order: u64,
-    /// How many nodes held it when the wait ended.
-    pub acks: u64,
-}
+/// The bodies, declared once in `replog-common` for the nodes and every client.
+pub use replog_common::wire::http::{
+    MasterHealth, SecondaryHealth, SecondaryPosition, WriteAck, WriteBody as Write, WriteTimedOut,
+};
 
 /// Every answer the master can give to a write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,43 +89,6 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// The master's `GET /health`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-pub struct MasterHealth {
-    /// `ok`.
-    pub status: String,
-    /// `master`.
-    pub role: String,
-    /// The end of its log.
-    pub last_order: u64,
-    /// Each configured secondary's acknowledged position.
-    pub secondaries: Vec<SecondaryPosition>,
-}
-
-/// One secondary's position as the master knows it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-pub struct SecondaryPosition {
-    /// Its id.
-    pub id: String,
-    /// Everything up to here it said it holds.
-    pub acked: u64,
-}
-
-/// A secondary's `GET /health`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-pub struct SecondaryHealth {
-    /// `ok`.
-    pub status: String,
-    /// `secondary`.
-    pub role: String,
-    /// Its id.
-    pub id: String,
-    /// The end of its contiguous, stored prefix.
-    pub applied: u64,
-    /// Entries waiting beyond a gap.
-    pub held_back: u64,
-}
-
 /// Requests against one node. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct NodeClient {
@@ -234,11 +154,11 @@ impl NodeClient {
                 WriteOutcome::TimedOut(serde_json::from_str(&body).map_err(|e| bad(e.to_string()))?)
             }
             StatusCode::SERVICE_UNAVAILABLE => {
-                let value: serde_json::Value =
+                let stopped: ShuttingDown =
                     serde_json::from_str(&body).map_err(|e| bad(e.to_string()))?;
                 WriteOutcome::Unavailable {
-                    order: value["order"].as_u64(),
-                    error: value["error"].as_str().unwrap_or_default().to_owned(),
+                    order: stopped.order,
+                    error: stopped.error,
                 }
             }
             other => WriteOutcome::Status {
@@ -311,20 +231,6 @@ impl NodeClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_write_leaves_out_what_it_does_not_set() {
-        let write = Write {
-            content: "x".into(),
-            w: Some(2),
-            message_id: None,
-            timeout_ms: None,
-        };
-        assert_eq!(
-            serde_json::to_string(&write).unwrap(),
-            r#"{"content":"x","w":2}"#
-        );
-    }
 
     #[tokio::test]
     async fn a_refused_connection_is_not_sent() {

@@ -1,19 +1,29 @@
-//! The master's one HTTP error type, mapped to status + JSON in one place.
+//! The master's one HTTP error type: the errors both nodes share ([`HttpError`]) plus the
+//! answers only a write can get, mapped to status + JSON in one place.
 
 use crate::writer::AppendError;
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use replog_common::wire::http::{ShuttingDown, WriteTimedOut};
 use replog_common::{MessageId, Order};
-use replog_shell::http::{error_response, PageError};
+use replog_shell::http::{error_response, HttpError, NodeApi, PageError};
+
+/// How the master names itself and its routes in the errors it shares with the secondary.
+pub static MASTER_API: NodeApi = NodeApi {
+    role: "master",
+    not_found: "no such endpoint; try POST /messages, GET /messages or GET /health",
+    method_not_allowed:
+        "method not allowed; the API is POST /messages, GET /messages and GET /health",
+};
 
 /// Every way a request to the master can fail.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// The request is wrong; the message says how.
-    #[error("{0}")]
-    BadRequest(String),
+    /// A failure any node can have: bad request, unknown route or method, internal error.
+    #[error(transparent)]
+    Http(#[from] HttpError),
     /// The body is larger than `--max-body-bytes`.
     #[error("the body is larger than the limit of {limit} bytes")]
     PayloadTooLarge {
@@ -40,34 +50,27 @@ pub enum ApiError {
         /// The entry, when the write was appended before the stop.
         entry: Option<(MessageId, Order, usize)>,
     },
-    /// No such route.
-    #[error("no such endpoint; try POST /messages, GET /messages or GET /health")]
-    NotFound,
-    /// A known path with the wrong method.
-    #[error("method not allowed; the API is POST /messages, GET /messages and GET /health")]
-    MethodNotAllowed,
-    /// Something broke inside; the client sees no details.
-    #[error("internal error: {0}")]
-    Internal(String),
 }
 
 impl ApiError {
+    /// A request the client got wrong; `message` says how.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::Http(HttpError::BadRequest(message.into()))
+    }
+
     /// Builds the error for a body that could not be read.
     pub fn from_body_rejection(rejection: BytesRejection, limit: usize) -> ApiError {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge { limit }
         } else {
-            ApiError::BadRequest(format!("cannot read the body: {rejection}"))
+            ApiError::bad_request(format!("cannot read the body: {rejection}"))
         }
     }
 }
 
 impl From<PageError> for ApiError {
     fn from(error: PageError) -> Self {
-        match error {
-            PageError::BadRequest(message) => ApiError::BadRequest(message),
-            PageError::Store(message) => ApiError::Internal(message),
-        }
+        ApiError::Http(error.into_http(&MASTER_API))
     }
 }
 
@@ -75,7 +78,9 @@ impl From<AppendError> for ApiError {
     fn from(error: AppendError) -> Self {
         match error {
             AppendError::Stopped => ApiError::ShuttingDown { entry: None },
-            AppendError::Storage(message) => ApiError::Internal(message),
+            AppendError::Storage(_) | AppendError::IndexedButMissing(_) => {
+                ApiError::Http(HttpError::internal(&MASTER_API, error))
+            }
         }
     }
 }
@@ -84,9 +89,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let message = self.to_string();
         match self {
-            ApiError::BadRequest(_) => error_response(StatusCode::BAD_REQUEST, message),
-            ApiError::NotFound => error_response(StatusCode::NOT_FOUND, message),
-            ApiError::MethodNotAllowed => error_response(StatusCode::METHOD_NOT_ALLOWED, message),
+            ApiError::Http(error) => error.into_response(),
             ApiError::PayloadTooLarge { .. } => {
                 error_response(StatusCode::PAYLOAD_TOO_LARGE, message)
             }
@@ -97,27 +100,112 @@ impl IntoResponse for ApiError {
                 ..
             } => {
                 tracing::info!(%message_id, %order, acks, "write concern timed out");
-                let body = serde_json::json!({
-                    "error": message, "message_id": message_id, "order": order, "acks": acks,
-                });
+                let body = WriteTimedOut {
+                    error: message,
+                    message_id: message_id.as_str().to_owned(),
+                    order: order.get(),
+                    acks: acks as u64,
+                };
                 (StatusCode::GATEWAY_TIMEOUT, Json(body)).into_response()
             }
             ApiError::ShuttingDown { entry } => {
-                let mut body = serde_json::json!({ "error": message });
-                if let Some((message_id, order, acks)) = entry {
-                    body["message_id"] = serde_json::json!(message_id);
-                    body["order"] = serde_json::json!(order);
-                    body["acks"] = serde_json::json!(acks);
-                }
+                let (message_id, order, acks) = match entry {
+                    Some((message_id, order, acks)) => (
+                        Some(message_id.as_str().to_owned()),
+                        Some(order.get()),
+                        Some(acks as u64),
+                    ),
+                    None => (None, None, None),
+                };
+                let body = ShuttingDown {
+                    error: message,
+                    message_id,
+                    order,
+                    acks,
+                };
                 (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
             }
-            ApiError::Internal(detail) => {
-                tracing::error!(%detail, "request failed with an internal error");
-                error_response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal error; see the master's log",
-                )
-            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    async fn answer(error: impl Into<ApiError>) -> (StatusCode, Value) {
+        let response = error.into().into_response();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).expect("a JSON body"))
+    }
+
+    #[tokio::test]
+    async fn shared_errors_name_the_masters_routes() {
+        assert_eq!(
+            answer(HttpError::NotFound(&MASTER_API)).await,
+            (
+                StatusCode::NOT_FOUND,
+                json!({"error": "no such endpoint; try POST /messages, GET /messages or GET /health"})
+            )
+        );
+        assert_eq!(
+            answer(HttpError::MethodNotAllowed(&MASTER_API)).await,
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": "method not allowed; the API is POST /messages, GET /messages and GET /health"})
+            )
+        );
+        assert_eq!(
+            answer(AppendError::IndexedButMissing(Order(4))).await,
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"error": "internal error; see the master's log"})
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_write_that_waited_in_vain_says_where_its_entry_is() {
+        let id = MessageId::parse("m-1").unwrap();
+        let (status, body) = answer(ApiError::WriteConcernTimeout {
+            message_id: id.clone(),
+            order: Order(7),
+            acks: 1,
+            w: 3,
+            timeout_ms: 200,
+        })
+        .await;
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            body,
+            json!({
+                "error": "write concern w=3 not reached within 200 ms: 1 of 3 nodes hold the entry; it stays in the log and keeps replicating, so retry with the same message_id to wait again",
+                "message_id": "m-1", "order": 7, "acks": 1,
+            })
+        );
+        let stopping =
+            "the master is shutting down; retry with the same message_id once it is back";
+        assert_eq!(
+            answer(ApiError::ShuttingDown { entry: None }).await,
+            (StatusCode::SERVICE_UNAVAILABLE, json!({"error": stopping}))
+        );
+        assert_eq!(
+            answer(ApiError::ShuttingDown {
+                entry: Some((id, Order(7), 2))
+            })
+            .await,
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": stopping, "message_id": "m-1", "order": 7, "acks": 2})
+            )
+        );
+        assert_eq!(
+            answer(AppendError::Stopped).await,
+            (StatusCode::SERVICE_UNAVAILABLE, json!({"error": stopping}))
+        );
     }
 }

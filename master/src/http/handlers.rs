@@ -1,6 +1,6 @@
 //! Request handlers: thin adapters from HTTP to the writer, the replication tracker and the store.
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, MASTER_API};
 use crate::replication::WaitFailed;
 use crate::write_request::WriteRequest;
 use crate::writer::Appended;
@@ -11,8 +11,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use replog_common::events;
-use replog_shell::http::{serve_page, PageQuery};
-use serde_json::json;
+use replog_common::wire::http::{MasterHealth, SecondaryPosition, WriteAck};
+use replog_shell::http::{serve_page, HttpError, PageQuery};
 
 /// `POST /messages`: append (or find) the entry, then wait for its write concern.
 pub async fn post_message(
@@ -22,7 +22,7 @@ pub async fn post_message(
     let body =
         body.map_err(|rejection| ApiError::from_body_rejection(rejection, app.max_body_bytes))?;
     let write = WriteRequest::parse(&body, app.limits)
-        .map_err(|invalid| ApiError::BadRequest(invalid.0))?;
+        .map_err(|invalid| ApiError::bad_request(invalid.0))?;
     let appended = app.writer.append(write.message_id, write.content).await?;
     let entry = appended.entry();
     let acks = app
@@ -46,14 +46,7 @@ pub async fn post_message(
         Appended::Existing(_) => (StatusCode::OK, true),
     };
     tracing::debug!(target: events::TARGET, event = events::ACKNOWLEDGED, order = entry.order.get(), message_id = entry.message_id.as_str(), w = write.w, acks, duplicate);
-    let body = json!({
-        "message_id": entry.message_id,
-        "order": entry.order,
-        "content": entry.content,
-        "w": write.w,
-        "acks": acks,
-        "duplicate": duplicate,
-    });
+    let body = WriteAck::of(entry, write.w as u64, acks as u64, duplicate);
     Ok((status, Json(body)).into_response())
 }
 
@@ -66,27 +59,25 @@ pub async fn list_messages(
 }
 
 /// `GET /health`: role, log end and each secondary's acknowledged position.
-pub async fn health(State(app): State<AppState>) -> Json<serde_json::Value> {
-    let secondaries: Vec<_> = app
+pub async fn health(State(app): State<AppState>) -> Json<MasterHealth> {
+    let secondaries = app
         .replication
         .positions()
         .into_iter()
-        .map(|(id, acked)| json!({ "id": id, "acked": acked }))
+        .map(|(id, acked)| SecondaryPosition {
+            id: id.into(),
+            acked: acked.get(),
+        })
         .collect();
-    Json(json!({
-        "status": "ok",
-        "role": "master",
-        "last_order": app.store.last_order(),
-        "secondaries": secondaries,
-    }))
+    Json(MasterHealth::ok(app.store.last_order().get(), secondaries))
 }
 
 /// Any other path.
-pub async fn not_found() -> ApiError {
-    ApiError::NotFound
+pub async fn not_found() -> HttpError {
+    HttpError::NotFound(&MASTER_API)
 }
 
 /// A known path with the wrong method.
-pub async fn method_not_allowed() -> ApiError {
-    ApiError::MethodNotAllowed
+pub async fn method_not_allowed() -> HttpError {
+    HttpError::MethodNotAllowed(&MASTER_API)
 }

@@ -3,7 +3,7 @@
 mod error;
 mod handlers;
 
-pub use error::ApiError;
+pub use error::{ApiError, MASTER_API};
 
 use crate::replication::Replication;
 use crate::write_request::WriteLimits;

@@ -1,24 +1,23 @@
-//! HTTP pieces both nodes serve the same way: the JSON error body and `GET /messages` paging.
+//! HTTP pieces both nodes serve the same way: the one error type with its JSON body
+//! ([`error`]) and `GET /messages` paging (here, with the streamed body in `page_body`).
 
+mod error;
 mod page_body;
+
+pub use error::{error_response, HttpError, NodeApi};
+pub use page_body::ChunkError;
 
 use crate::store::LogStore;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::Query;
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use replog_common::ids::Order;
 use serde::Deserialize;
 use std::sync::Arc;
 
 /// The most entries one `GET /messages` page returns when the client asks for more.
 pub const MAX_PAGE: usize = 10_000;
-
-/// Builds the one error shape every endpoint uses: `{"error": "..."}`.
-pub fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
-}
 
 /// The raw query of `GET /messages`, validated by [`PageRequest::parse`] so that bad numbers
 /// get our error shape rather than the framework's.
@@ -42,7 +41,7 @@ pub struct PageRequest {
 impl PageRequest {
     /// Validates `from` (an integer >= 1, default 1) and `limit` (an integer >= 1, default and
     /// maximum: everything; see [`MAX_PAGE`] for an explicit limit).
-    pub fn parse(query: &PageQuery) -> Result<PageRequest, String> {
+    pub fn parse(query: &PageQuery) -> Result<PageRequest, BadPageQuery> {
         let from = match query.from.as_deref() {
             None => Order(1),
             Some(raw) => raw
@@ -50,9 +49,7 @@ impl PageRequest {
                 .ok()
                 .filter(|&from| from >= 1)
                 .map(Order)
-                .ok_or_else(|| {
-                    format!("`from` must be an integer of at least 1 (an order), got {raw:?}")
-                })?,
+                .ok_or_else(|| BadPageQuery::From(raw.to_owned()))?,
         };
         let limit = match query.limit.as_deref() {
             None => usize::MAX,
@@ -61,9 +58,7 @@ impl PageRequest {
                 .ok()
                 .filter(|&limit| limit >= 1)
                 .map(|limit| limit.min(MAX_PAGE))
-                .ok_or_else(|| {
-                    format!("`limit` must be an integer from 1 to {MAX_PAGE}, got {raw:?}")
-                })?,
+                .ok_or_else(|| BadPageQuery::Limit(raw.to_owned()))?,
         };
         Ok(PageRequest { from, limit })
     }
@@ -80,15 +75,40 @@ impl PageRequest {
     }
 }
 
+/// What is wrong with the `from` or `limit` of a `GET /messages`, phrased for the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadPageQuery {
+    /// `from`, as given, is not an order.
+    #[error("`from` must be an integer of at least 1 (an order), got {0:?}")]
+    From(String),
+    /// `limit`, as given, is not a page size.
+    #[error("`limit` must be an integer from 1 to {max}, got {0:?}", max = MAX_PAGE)]
+    Limit(String),
+}
+
 /// Why a `GET /messages` could not be served.
 #[derive(Debug, thiserror::Error)]
 pub enum PageError {
+    /// The query string could not be split into fields: the client's fault (400).
+    #[error("{}", .0.body_text())]
+    Query(#[from] QueryRejection),
     /// Bad `from` or `limit`: the client's fault (400).
-    #[error("{0}")]
-    BadRequest(String),
+    #[error(transparent)]
+    BadQuery(#[from] BadPageQuery),
     /// The store failed (500).
     #[error("cannot read the log: {0}")]
-    Store(String),
+    Store(#[from] ChunkError),
+}
+
+impl PageError {
+    /// The answer of the node `api`: 400 for the client's mistakes, 500 for the store's.
+    pub fn into_http(self, api: &'static NodeApi) -> HttpError {
+        match self {
+            PageError::Query(rejection) => HttpError::from(rejection),
+            PageError::BadQuery(bad) => HttpError::BadRequest(bad.to_string()),
+            PageError::Store(_) => HttpError::internal(api, self),
+        }
+    }
 }
 
 /// Serves `GET /messages[?from=&limit=]` from `store`: `{"messages": [...]}` up to the end the
@@ -98,12 +118,10 @@ pub async fn serve_page(
     store: Arc<dyn LogStore>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Response, PageError> {
-    let Query(query) = query.map_err(|rejection| PageError::BadRequest(rejection.body_text()))?;
-    let page = PageRequest::parse(&query).map_err(PageError::BadRequest)?;
+    let Query(query) = query?;
+    let page = PageRequest::parse(&query)?;
     let last = page.last_in(store.last_order()).unwrap_or(Order::ZERO);
-    let first_chunk = page_body::read_chunk(&store, page.from, last)
-        .await
-        .map_err(PageError::Store)?;
+    let first_chunk = page_body::read_chunk(&store, page.from, last).await?;
     let body = page_body::PageBody::new(store, page.from, last, first_chunk).into_body();
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
@@ -150,6 +168,27 @@ mod tests {
                 "{from:?} {limit:?}"
             );
         }
+    }
+
+    #[test]
+    fn bad_numbers_are_explained_to_the_client() {
+        let from = PageRequest::parse(&query(Some("0"), None)).unwrap_err();
+        let limit = PageRequest::parse(&query(None, Some("x"))).unwrap_err();
+        static API: NodeApi = NodeApi {
+            role: "tester",
+            not_found: "",
+            method_not_allowed: "",
+        };
+        assert!(matches!(
+            PageError::from(from).into_http(&API),
+            HttpError::BadRequest(message)
+                if message == r#"`from` must be an integer of at least 1 (an order), got "0""#
+        ));
+        assert!(matches!(
+            PageError::from(limit).into_http(&API),
+            HttpError::BadRequest(message)
+                if message == r#"`limit` must be an integer from 1 to 10000, got "x""#
+        ));
     }
 
     #[test]

@@ -6,12 +6,34 @@
 //! sent): the body is cut off, which a client sees as a broken response, never as valid JSON
 //! with entries missing.
 
-use crate::store::LogStore;
+use crate::store::{LogStore, StoreError};
 use axum::body::{Body, Bytes};
 use replog_common::ids::Order;
 use replog_common::wire::EntryMessage;
 use replog_common::Entry;
 use std::sync::Arc;
+
+/// Why a chunk of a page could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The store returned nothing where the log should go on.
+    #[error("the store returned nothing from {from} on")]
+    Nothing {
+        /// Where the read started.
+        from: Order,
+    },
+    /// The store returned an entry out of place, which would leave a gap in the page.
+    #[error("the store returned order {got} where {expected} belongs")]
+    OutOfPlace {
+        /// The order that belongs there.
+        expected: Order,
+        /// The order the store returned.
+        got: Order,
+    },
+}
 
 /// Most entries read from the store for one piece of the body.
 pub(crate) const CHUNK_ENTRIES: usize = 256;
@@ -75,7 +97,7 @@ impl PageBody {
 
     /// The next entries to send: the first chunk, then reads of at most [`CHUNK_ENTRIES`]
     /// until `last`. Empty when the page is complete.
-    async fn take_chunk(&mut self) -> Result<Vec<Entry>, String> {
+    async fn take_chunk(&mut self) -> Result<Vec<Entry>, ChunkError> {
         if let Some(first) = self.first_chunk.take() {
             return Ok(first);
         }
@@ -112,15 +134,13 @@ pub(crate) async fn read_chunk(
     store: &Arc<dyn LogStore>,
     next: Order,
     last: Order,
-) -> Result<Vec<Entry>, String> {
+) -> Result<Vec<Entry>, ChunkError> {
     let wanted = chunk_len(next, last);
     if wanted == 0 {
         return Ok(Vec::new());
     }
     let reader = store.clone();
-    let chunk = crate::store::blocking(move || reader.read(next, wanted))
-        .await
-        .map_err(|e| e.to_string())?;
+    let chunk = crate::store::blocking(move || reader.read(next, wanted)).await?;
     check_chunk(next, &chunk)?;
     Ok(chunk)
 }
@@ -128,17 +148,17 @@ pub(crate) async fn read_chunk(
 /// Checks that a read meant to start at `from` returned consecutive entries from exactly
 /// there: a store that returned nothing or something else would otherwise end the page early
 /// as well-formed JSON, leave a gap in it, or never move on.
-fn check_chunk(from: Order, chunk: &[Entry]) -> Result<(), String> {
+fn check_chunk(from: Order, chunk: &[Entry]) -> Result<(), ChunkError> {
     if chunk.is_empty() {
-        return Err(format!("the store returned nothing from {from} on"));
+        return Err(ChunkError::Nothing { from });
     }
     let mut expected = from;
     for entry in chunk {
         if entry.order != expected {
-            return Err(format!(
-                "the store returned order {} where {expected} belongs",
-                entry.order
-            ));
+            return Err(ChunkError::OutOfPlace {
+                expected,
+                got: entry.order,
+            });
         }
         expected = expected.next();
     }
@@ -274,15 +294,33 @@ mod tests {
         });
         store.append(&[entry(1)]).unwrap();
         let result = serve_page(store, Ok(Query(PageQuery::default()))).await;
-        assert!(matches!(result, Err(crate::http::PageError::Store(_))));
+        assert!(matches!(
+            result,
+            Err(crate::http::PageError::Store(ChunkError::Store(_)))
+        ));
     }
 
     #[test]
     fn a_chunk_must_start_where_asked_and_have_no_gap() {
         assert!(check_chunk(Order(3), &[Entry::sample(3), Entry::sample(4)]).is_ok());
-        assert!(check_chunk(Order(3), &[]).is_err());
-        assert!(check_chunk(Order(3), &[Entry::sample(4)]).is_err());
-        assert!(check_chunk(Order(3), &[Entry::sample(3), Entry::sample(5)]).is_err());
+        assert!(matches!(
+            check_chunk(Order(3), &[]),
+            Err(ChunkError::Nothing { from: Order(3) })
+        ));
+        assert!(matches!(
+            check_chunk(Order(3), &[Entry::sample(4)]),
+            Err(ChunkError::OutOfPlace {
+                expected: Order(3),
+                got: Order(4)
+            })
+        ));
+        assert!(matches!(
+            check_chunk(Order(3), &[Entry::sample(3), Entry::sample(5)]),
+            Err(ChunkError::OutOfPlace {
+                expected: Order(4),
+                got: Order(5)
+            })
+        ));
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! Messages on the wire: AMQP payloads and the HTTP response bodies shared by nodes and tests.
+//! The AMQP payloads: entries on `<ns>.entries` and cumulative acks on `<ns>.acks`.
 //!
-//! They are kept apart from the domain types so that the wire format can evolve without the
-//! rules noticing; conversions are explicit.
+//! [`EntryMessage`] is also the shape of one entry in `GET /messages` (see
+//! [`MessagesPage`](super::http::MessagesPage)).
 
+use super::WireError;
 use crate::entry::Entry;
 use crate::ids::{MessageId, NodeId, Order};
 use serde::{Deserialize, Serialize};
@@ -16,20 +17,6 @@ pub struct EntryMessage {
     pub order: u64,
     /// The payload.
     pub content: String,
-}
-
-/// Why a wire message could not become a domain value.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum WireError {
-    /// The payload is not the JSON we expect.
-    #[error("malformed message: {0}")]
-    Malformed(String),
-    /// Orders start at 1.
-    #[error("order must be at least 1")]
-    ZeroOrder,
-    /// The message id is empty or too long.
-    #[error("invalid message id")]
-    BadMessageId,
 }
 
 impl From<&Entry> for EntryMessage {
@@ -91,22 +78,6 @@ impl AckMessage {
     /// Encodes for publishing.
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("ack serialises")
-    }
-}
-
-/// The body of `GET /messages` on every node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MessagesPage {
-    /// Entries in log order.
-    pub messages: Vec<EntryMessage>,
-}
-
-impl MessagesPage {
-    /// Builds a page from domain entries.
-    pub fn from_entries(entries: &[Entry]) -> MessagesPage {
-        MessagesPage {
-            messages: entries.iter().map(EntryMessage::from).collect(),
-        }
     }
 }
 
