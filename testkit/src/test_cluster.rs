@@ -90,7 +90,9 @@ impl TestClusterBuilder {
 
     /// An environment variable for the master (e.g. `RUST_LOG`).
     pub fn master_env(mut self, key: &str, value: &str) -> Self {
-        self.spec.master_env.push((key.to_owned(), value.to_owned()));
+        self.spec
+            .master_env
+            .push((key.to_owned(), value.to_owned()));
         self
     }
 
@@ -252,7 +254,9 @@ impl TestCluster {
     /// data directory and address.
     pub async fn restart(&mut self, name: &str) {
         let node = self.node_mut(name);
-        node.restart().await.unwrap_or_else(|error| panic!("{error}"));
+        node.restart()
+            .await
+            .unwrap_or_else(|error| panic!("{error}"));
     }
 
     /// Deletes everything a killed node stored, as if its disk were replaced.
