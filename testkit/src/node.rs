@@ -543,6 +543,35 @@ mod tests {
         );
     }
 
+    #[test]
+    fn flags_are_read_replaced_and_added() {
+        let (mut spec, _dir) = fake("true", &["--listen", "127.0.0.1:0", "--data-dir"]);
+        assert_eq!(spec.flag("--listen"), Some("127.0.0.1:0"));
+        assert_eq!(spec.flag("--data-dir"), None);
+        spec.set_flag("--listen", "127.0.0.1:4567");
+        spec.set_flag("--data-dir", "/d");
+        spec.set_flag("--id", "s1");
+        assert_eq!(spec.fixed_port(), Some(4567));
+        assert_eq!(spec.flag("--data-dir"), Some("/d"));
+        assert_eq!(spec.flag("--id"), Some("s1"));
+    }
+
+    #[tokio::test]
+    async fn a_node_on_port_0_keeps_its_address_once_told() {
+        // The fake prints the port it was given, or 4567 for port 0, as a kernel would pick.
+        let script = r#"port=${2##*:}; [ "$port" = 0 ] && port=4567; \
+            echo "listening on http://127.0.0.1:$port"; exec sleep 60"#;
+        let (spec, _dir) = fake(script, &["--listen", "127.0.0.1:0"]);
+        let mut node = Node::start(spec).await.unwrap();
+        assert_eq!(node.spec().fixed_port(), None);
+        node.keep_address();
+        assert_eq!(node.spec().flag("--listen"), Some("127.0.0.1:4567"));
+        node.restart().await.unwrap();
+        assert_eq!(node.url(), "http://127.0.0.1:4567");
+        node.kill_now();
+        assert!(!node.is_running());
+    }
+
     #[tokio::test]
     async fn a_fixed_port_must_be_the_one_printed() {
         let (spec, _dir) = fake(
