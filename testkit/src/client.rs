@@ -247,3 +247,76 @@ mod tests {
         assert!(matches!(error, RequestError::NotSent(_)), "{error}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Raw requests: for tests that must send what no typed request would (malformed bodies, odd
+// content types, wrong methods) and read whatever comes back. Kept apart from the typed API
+// above on purpose.
+// ---------------------------------------------------------------------------------------------
+
+/// An answer taken as it came: the status and the body text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawResponse {
+    /// The status code.
+    pub status: u16,
+    /// The body, as text.
+    pub body: String,
+}
+
+impl RawResponse {
+    /// The body as JSON; every answer of replog's API, errors included, is JSON.
+    pub fn json(&self) -> Result<serde_json::Value, String> {
+        serde_json::from_str(&self.body).map_err(|error| {
+            format!(
+                "{} with a body that is not JSON ({error}): {:?}",
+                self.status, self.body
+            )
+        })
+    }
+}
+
+impl NodeClient {
+    /// Any method on any path, with an optional body and `Content-Type`.
+    pub async fn request_raw(
+        &self,
+        method: reqwest::Method,
+        path_and_query: &str,
+        body: Option<String>,
+        content_type: Option<&str>,
+    ) -> Result<RawResponse, RequestError> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path_and_query}", self.base));
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        if let Some(content_type) = content_type {
+            request = request.header(reqwest::header::CONTENT_TYPE, content_type);
+        }
+        let response = request.send().await.map_err(RequestError::from_reqwest)?;
+        let status = response.status().as_u16();
+        let body = response.text().await.map_err(RequestError::from_reqwest)?;
+        Ok(RawResponse { status, body })
+    }
+
+    /// `POST /messages` with any body, under any (or no) `Content-Type`.
+    pub async fn post_raw(
+        &self,
+        body: impl Into<String>,
+        content_type: Option<&str>,
+    ) -> Result<RawResponse, RequestError> {
+        self.request_raw(
+            reqwest::Method::POST,
+            "/messages",
+            Some(body.into()),
+            content_type,
+        )
+        .await
+    }
+
+    /// `GET <path_and_query>`, whatever the answer.
+    pub async fn get_raw(&self, path_and_query: &str) -> Result<RawResponse, RequestError> {
+        self.request_raw(reqwest::Method::GET, path_and_query, None, None)
+            .await
+    }
+}

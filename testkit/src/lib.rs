@@ -10,9 +10,14 @@
 //! - [`node`]: [`Node`], one `master` or `secondary` process: spawned, read for its
 //!   `listening on` line with a deadline, killed, frozen, terminated and restarted with the same
 //!   command line.
-//! - [`cluster`]: a master and its secondaries on ports fixed up front, so that URLs (and the
-//!   secondaries' `--master-url`) stay valid across restarts.
-//! - [`client`]: typed `POST /messages`, `GET /messages` and `GET /health`.
+//! - [`cluster`]: a master and its secondaries on ports fixed up front (or port 0), so that URLs
+//!   (and the secondaries' `--master-url`) stay valid across restarts; secondaries may start
+//!   later than the master.
+//! - [`test_cluster`]: [`TestCluster`], a cluster for one integration test: a namespace of its
+//!   own, deleted from the broker on drop, and the nodes' log tails printed when the test fails.
+//! - [`namespace`]: a namespace's queues and exchange on the broker, and their deletion.
+//! - [`client`]: typed `POST /messages`, `GET /messages` and `GET /health`, and raw requests for
+//!   tests that must send malformed ones.
 //! - [`ports`]: free ports outside the kernel's ephemeral range, safe to reuse after a restart.
 //! - [`wait`]: polling a condition until a deadline, never a bare sleep.
 
@@ -22,18 +27,22 @@ pub mod binaries;
 pub mod broker;
 pub mod client;
 pub mod cluster;
+pub mod namespace;
 pub mod node;
 pub mod ports;
 mod signal;
+pub mod test_cluster;
 pub mod wait;
 
 pub use binaries::{Binaries, BinaryError, Profile};
 pub use broker::{BrokerError, BrokerOptions, PrivateBroker};
 pub use client::{
-    MasterHealth, NodeClient, RequestError, SecondaryHealth, SecondaryPosition, Write, WriteAck,
-    WriteOutcome, WriteTimedOut,
+    MasterHealth, NodeClient, RawResponse, RequestError, SecondaryHealth, SecondaryPosition, Write,
+    WriteAck, WriteOutcome, WriteTimedOut,
 };
-pub use cluster::{Cluster, ClusterSpec};
+pub use cluster::{unique_namespace, Cluster, ClusterSpec, Ports};
+pub use namespace::NamespaceGuard;
 pub use node::{Node, NodeError, NodeSpec};
 pub use ports::{free_port, PortError};
+pub use test_cluster::{describe_log, TestCluster, TestClusterBuilder};
 pub use wait::{wait_for, WaitTimeout};

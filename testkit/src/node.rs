@@ -45,6 +45,24 @@ pub struct NodeSpec {
 }
 
 impl NodeSpec {
+    /// The value given to `flag` (e.g. `--data-dir`), if the command line has it.
+    pub fn flag(&self, flag: &str) -> Option<&str> {
+        let at = self.args.iter().position(|arg| arg == flag)?;
+        self.args.get(at + 1).map(String::as_str)
+    }
+
+    /// Gives `flag` the value `value`: replaced where the command line has it, appended where
+    /// it does not. For a copy of a spec that must differ in one flag (a rival master's
+    /// `--data-dir`, a pinned `--listen`).
+    pub fn set_flag(&mut self, flag: &str, value: impl Into<String>) {
+        let value = value.into();
+        match self.args.iter().position(|arg| arg == flag) {
+            Some(at) if at + 1 < self.args.len() => self.args[at + 1] = value,
+            Some(_) => self.args.push(value),
+            None => self.args.extend([flag.to_owned(), value]),
+        }
+    }
+
     /// The port of a fixed `--listen 127.0.0.1:PORT`, if the arguments give one.
     pub fn fixed_port(&self) -> Option<u16> {
         let at = self.args.iter().position(|arg| arg == "--listen")?;
@@ -187,6 +205,44 @@ impl Node {
     /// The last lines of the log, for error messages.
     pub fn log_tail(&self, lines: usize) -> String {
         log_tail(&self.spec.log, lines)
+    }
+
+    /// The whole log so far (empty if it cannot be read), for tests that look for a line.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.spec.log).unwrap_or_default()
+    }
+
+    /// The node's `--data-dir`, if its command line names one: for tests that damage or wipe
+    /// its files while it is down.
+    pub fn data_dir(&self) -> Option<PathBuf> {
+        self.spec.flag("--data-dir").map(PathBuf::from)
+    }
+
+    /// Makes later starts bind the address this start bound: a node started on port 0 keeps
+    /// its URL across restarts from now on (what others were told about it stays true). Does
+    /// nothing before the first start or when the port was fixed already.
+    pub fn keep_address(&mut self) {
+        if let Some(address) = self.url.strip_prefix("http://") {
+            let address = address.to_owned();
+            self.spec.set_flag("--listen", address);
+        }
+    }
+
+    /// SIGKILL and reap within a few seconds, without async: for `Drop` implementations that
+    /// must know the process (and its broker connection) is gone before cleaning up after it.
+    pub fn kill_now(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        self.frozen = false;
+        let _ = child.start_kill();
+        let give_up = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < give_up {
+            match child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
     }
 
     /// If the process ended without being told to, returns how; the node then counts as down.
@@ -485,6 +541,35 @@ mod tests {
             matches!(error, NodeError::NoListeningLine { .. }),
             "{error}"
         );
+    }
+
+    #[test]
+    fn flags_are_read_replaced_and_added() {
+        let (mut spec, _dir) = fake("true", &["--listen", "127.0.0.1:0", "--data-dir"]);
+        assert_eq!(spec.flag("--listen"), Some("127.0.0.1:0"));
+        assert_eq!(spec.flag("--data-dir"), None);
+        spec.set_flag("--listen", "127.0.0.1:4567");
+        spec.set_flag("--data-dir", "/d");
+        spec.set_flag("--id", "s1");
+        assert_eq!(spec.fixed_port(), Some(4567));
+        assert_eq!(spec.flag("--data-dir"), Some("/d"));
+        assert_eq!(spec.flag("--id"), Some("s1"));
+    }
+
+    #[tokio::test]
+    async fn a_node_on_port_0_keeps_its_address_once_told() {
+        // The fake prints the port it was given, or 4567 for port 0, as a kernel would pick.
+        let script = r#"port=${2##*:}; [ "$port" = 0 ] && port=4567; \
+            echo "listening on http://127.0.0.1:$port"; exec sleep 60"#;
+        let (spec, _dir) = fake(script, &["--listen", "127.0.0.1:0"]);
+        let mut node = Node::start(spec).await.unwrap();
+        assert_eq!(node.spec().fixed_port(), None);
+        node.keep_address();
+        assert_eq!(node.spec().flag("--listen"), Some("127.0.0.1:4567"));
+        node.restart().await.unwrap();
+        assert_eq!(node.url(), "http://127.0.0.1:4567");
+        node.kill_now();
+        assert!(!node.is_running());
     }
 
     #[tokio::test]

@@ -3,11 +3,10 @@
 //! private RabbitMQ node of their own, never the shared one.
 
 use crate::helpers::{
-    assert_log_matches_answers, assert_well_formed, join_within, random_writes, wait_until, write,
-    write_all, TestCluster, DEADLINE,
+    assert_log_matches_answers, assert_well_formed, join_within, master_health, post,
+    random_writes, wait_until, write, write_all, DEADLINE,
 };
-use replog_testkit::{BrokerOptions, PrivateBroker};
-use reqwest::StatusCode;
+use replog_testkit::{BrokerOptions, PrivateBroker, TestCluster, WriteOutcome};
 use std::time::Duration;
 
 /// Long enough for a reconnect with backoff after a broker start.
@@ -25,13 +24,8 @@ async fn survives(stop_how: &str) {
         .amqp_url(&broker.amqp_url())
         .start()
         .await;
-    let mut answers = write_all(
-        &cluster.master,
-        &random_writes("before", 20, 1..=3),
-        4,
-        DEADLINE,
-    )
-    .await;
+    let master = cluster.master();
+    let mut answers = write_all(&master, &random_writes("before", 20, 1..=3), 4, DEADLINE).await;
     cluster.wait_for_convergence(20).await;
 
     match stop_how {
@@ -41,34 +35,30 @@ async fn survives(stop_how: &str) {
     }
     // With the broker gone, a w=3 write is appended and waits; w=1 still works (the master
     // alone holds it) and is not held up by it.
-    let master = cluster.master.api();
+    let client = master.clone();
     let waiting =
-        tokio::spawn(async move { master.post_message(&write("waits for the broker", 3)).await });
+        tokio::spawn(async move { post(&client, &write("waits for the broker", 3)).await });
     wait_until(DEADLINE, "the w=3 write is in the master's log", || async {
-        cluster.master.health().await["last_order"] == 21
+        master_health(&master).await.last_order == 21
     })
     .await;
-    let (status, alone) = cluster.master.post_message(&write("master only", 1)).await;
-    assert_eq!(status, StatusCode::CREATED, "{alone}");
+    let alone = match post(&master, &write("master only", 1)).await {
+        WriteOutcome::Created(ack) => ack,
+        other => panic!("a w=1 write with the broker down: {other:?}"),
+    };
     assert!(
         !waiting.is_finished(),
         "a w=3 write returned while the broker was down"
     );
 
     broker.start().await.expect("the broker starts again");
-    let (status, waited) = join_within(RECOVERY, "the waiting w=3 write returns", waiting).await;
-    assert_eq!(status, StatusCode::CREATED, "{waited}");
+    let waited = match join_within(RECOVERY, "the waiting w=3 write returns", waiting).await {
+        WriteOutcome::Created(ack) => ack,
+        other => panic!("the waiting w=3 write: {other:?}"),
+    };
     answers.push(alone);
     answers.push(waited);
-    answers.extend(
-        write_all(
-            &cluster.master,
-            &random_writes("after", 10, 1..=3),
-            4,
-            RECOVERY,
-        )
-        .await,
-    );
+    answers.extend(write_all(&master, &random_writes("after", 10, 1..=3), 4, RECOVERY).await);
 
     let log = cluster.wait_for_convergence(32).await;
     assert_well_formed(&log);

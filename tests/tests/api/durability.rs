@@ -2,58 +2,48 @@
 //! directory, and the cluster goes on as if nothing happened.
 
 use crate::helpers::{
-    assert_created, assert_well_formed, contents, describe, join_within, random_writes, wait_until,
-    write, write_all, TestCluster, DEADLINE,
+    assert_answer_in_log, assert_created, assert_duplicate, assert_well_formed, contents,
+    join_within, master_health, messages, post, random_writes, wait_until, write, write_all,
+    write_default, write_with_id, DEADLINE,
 };
-use reqwest::StatusCode;
-use serde_json::json;
+use replog_testkit::{TestCluster, WriteOutcome};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restarted_master_keeps_its_log_its_numbering_and_its_dedup_index() {
     let mut cluster = TestCluster::start().await;
-    let (status, answer) = cluster
-        .master
-        .post_message(&json!({"content": "kept", "message_id": "keep-1", "w": 3}))
-        .await;
-    assert_created(status, &answer, "kept", 3);
+    let master = cluster.master();
+    let kept = write_with_id("kept", "keep-1", 3);
+    assert_created(&post(&master, &kept).await, "kept", 3);
     let writes = random_writes("before", 20, 1..=3);
-    write_all(&cluster.master, &writes, 4, DEADLINE).await;
+    write_all(&master, &writes, 4, DEADLINE).await;
     let before = cluster.wait_for_convergence(21).await;
 
-    cluster.master.kill().await;
+    cluster.kill("master").await;
     // The secondaries still serve reads while the master is down.
     for id in ["s1", "s2"] {
-        assert_eq!(cluster.secondary(id).messages().await, before, "{id}");
+        assert_eq!(messages(&cluster.secondary(id)).await, before, "{id}");
     }
 
-    cluster.master.restart().await;
+    cluster.restart("master").await;
     assert_eq!(
-        cluster.master.messages().await,
+        messages(&master).await,
         before,
         "the restarted master lost or changed acknowledged entries"
     );
-    let health = cluster.master.health().await;
-    assert_eq!(health["last_order"], 21, "{health}");
+    let health = master_health(&master).await;
+    assert_eq!(health.last_order, 21, "{health:?}");
 
     // The dedup index came back with the log.
-    let (status, again) = cluster
-        .master
-        .post_message(&json!({"content": "kept", "message_id": "keep-1", "w": 3}))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{again}");
-    assert_eq!(again["duplicate"], true, "{again}");
-    assert_eq!(again["order"], 1, "{again}");
+    let again = assert_duplicate(&post(&master, &kept).await);
+    assert_eq!(again.order, 1, "{again:?}");
 
     // Numbering continues, and new writes reach every node again.
-    let (status, answer) = cluster
-        .master
-        .post_message(&json!({"content": "after"}))
-        .await;
-    assert_eq!(assert_created(status, &answer, "after", 3), 22);
+    let answer = assert_created(&post(&master, &write_default("after")).await, "after", 3);
+    assert_eq!(answer.order, 22);
     let writes = random_writes("after", 10, 1..=3);
-    write_all(&cluster.master, &writes, 4, DEADLINE).await;
+    write_all(&master, &writes, 4, DEADLINE).await;
     let log = cluster.wait_for_convergence(32).await;
     assert_well_formed(&log);
     assert_eq!(&log[..21], &before[..]);
@@ -62,47 +52,47 @@ async fn a_restarted_master_keeps_its_log_its_numbering_and_its_dedup_index() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restarted_secondary_shows_what_it_stored_at_once() {
     let mut cluster = TestCluster::start().await;
+    let master = cluster.master();
     let writes = random_writes("stored", 15, 3..=3);
-    write_all(&cluster.master, &writes, 4, DEADLINE).await;
+    write_all(&master, &writes, 4, DEADLINE).await;
     let before = cluster.wait_for_convergence(15).await;
 
-    cluster.secondary_mut("s2").kill().await;
-    cluster.secondary_mut("s2").restart().await;
+    cluster.kill("s2").await;
+    cluster.restart("s2").await;
     // Asked as soon as it listens: a node that reloads its log shows everything it acked.
-    let shown = cluster.secondary("s2").messages().await;
+    let s2 = cluster.secondary("s2");
+    let shown = messages(&s2).await;
     assert_eq!(
         contents(&shown),
         contents(&before),
         "s2 acked all 15 entries before it was killed"
     );
-    let health = cluster.secondary("s2").health().await;
-    assert_eq!(health["applied"], 15, "{health}");
+    let health = s2.secondary_health().await.expect("s2's health");
+    assert_eq!(health.applied, 15, "{health:?}");
 
-    let (status, answer) = cluster
-        .master
-        .post_message(&json!({"content": "next"}))
-        .await;
-    assert_eq!(assert_created(status, &answer, "next", 3), 16);
+    let answer = assert_created(&post(&master, &write_default("next")).await, "next", 3);
+    assert_eq!(answer.order, 16);
     cluster.wait_for_convergence(16).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_acknowledged_write_survives_a_master_crash_mid_stream() {
     let mut cluster = TestCluster::start().await;
+    let master = cluster.master();
     // Four clients write until the master dies under them.
     let answered = Arc::new(AtomicUsize::new(0));
     let clients: Vec<_> = (0..4)
         .map(|client| {
-            let master = cluster.master.api();
+            let master = master.clone();
             let answered = answered.clone();
             tokio::spawn(async move {
                 let mut acknowledged = Vec::new();
                 for i in 0..500 {
                     let content = format!("c{client}-{i}");
                     let w = 1 + i % 2;
-                    match master.try_post_message(&write(&content, w)).await {
-                        Ok((StatusCode::CREATED, answer)) => acknowledged.push(answer),
-                        Ok((status, answer)) => panic!("{content}: {status} {answer}"),
+                    match master.post_message(&write(&content, w)).await {
+                        Ok(WriteOutcome::Created(answer)) => acknowledged.push(answer),
+                        Ok(other) => panic!("{content}: {other:?}"),
                         Err(_) => break,
                     }
                     answered.fetch_add(1, Ordering::SeqCst);
@@ -116,7 +106,7 @@ async fn every_acknowledged_write_survives_a_master_crash_mid_stream() {
         async move { answered.load(Ordering::SeqCst) >= 40 }
     })
     .await;
-    cluster.master.kill().await;
+    cluster.kill("master").await;
     let mut acknowledged = Vec::new();
     for client in clients {
         acknowledged.extend(join_within(DEADLINE, "a client stops", client).await);
@@ -127,28 +117,18 @@ async fn every_acknowledged_write_survives_a_master_crash_mid_stream() {
         acknowledged.len()
     );
 
-    cluster.master.restart().await;
-    let log = cluster.master.messages().await;
+    cluster.restart("master").await;
+    let log = messages(&master).await;
     assert_well_formed(&log);
+    // Each acknowledged entry is still there after the restart, at its order.
     for answer in &acknowledged {
-        let order = answer["order"].as_u64().expect("an order") as usize;
-        let entry = log.get(order - 1).unwrap_or_else(|| {
-            panic!(
-                "acknowledged {answer} is gone after the restart: {}",
-                describe(&log)
-            )
-        });
-        assert_eq!(entry.content, answer["content"], "{answer}");
-        assert_eq!(entry.message_id, answer["message_id"], "{answer}");
+        assert_answer_in_log(&log, answer);
     }
 
     // The cluster goes on: one write for every node, then every node holds the same log.
-    let (status, answer) = cluster
-        .master
-        .post_message(&write("after the crash", 3))
-        .await;
-    let order = assert_created(status, &answer, "after the crash", 3);
-    assert_eq!(order as usize, log.len() + 1, "{answer}");
+    let outcome = post(&master, &write("after the crash", 3)).await;
+    let answer = assert_created(&outcome, "after the crash", 3);
+    assert_eq!(answer.order as usize, log.len() + 1, "{answer:?}");
     let converged = cluster.wait_for_convergence(log.len() + 1).await;
     assert_eq!(&converged[..log.len()], &log[..]);
 }

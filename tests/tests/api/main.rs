@@ -1,29 +1,40 @@
 //! Black-box tests of replog: each test starts a real master and real secondaries as child
-//! processes on port 0, in a broker namespace of its own, and talks to them over HTTP only.
+//! processes through testkit's [`replog_testkit::TestCluster`], in a broker namespace of its own
+//! (deleted when the test ends), and talks to them over HTTP only.
 //!
 //! Module map:
-//! - [`helpers`]: building and starting nodes, typed requests, waiting on conditions, clean-up.
-//! - [`validation`]: every kind of bad input is refused with a JSON error and adds nothing.
-//! - [`iteration1`]: blocking replication: the default write concern waits for every node.
-//! - [`iteration2`]: write concern, visible temporary inconsistency, deduplication, total order.
-//! - [`iteration3`]: the self-check scenario, redeliveries, crashes and catch-up, timeouts, and
-//!   clients that never wait on one another.
+//! - [`helpers`]: assertions on answers and logs, request fixtures, waits with the suite's
+//!   deadline. Starting, stopping and talking to nodes is testkit's.
+//! - [`write_concern`]: a write returns once `w` nodes hold it and not before; the default,
+//!   `--default-w`, timeouts (`504`) and `--wc-timeout-ms`.
+//! - [`ordering`]: one total order on every node, delayed entries shown side by side and in
+//!   order, hold-back bounded by the prefetch, a rival master publishing nothing.
+//! - [`dedup`]: retries by `message_id`, `--dedup content`, racing retries, and redeliveries on
+//!   the secondaries (`--fail-rate`).
+//! - [`catch_up`]: late, killed, wiped and queue-less secondaries get every entry they missed.
+//! - [`concurrency`]: clients are never blocked by a write that waits.
+//! - [`self_check`]: the assignment's self-check scenario, step by step.
+//! - [`validation`]: every kind of bad input is refused with a JSON error and adds nothing; what
+//!   is accepted replicates unchanged.
 //! - [`durability`]: nodes killed with SIGKILL come back with what they stored.
 //! - [`recovery`]: torn and corrupt records in a node's log are cut at start-up, never served.
 //! - [`broker`]: a private broker is stopped or killed and started again; every node recovers.
 //! - [`paging`]: `GET /messages?from=&limit=`.
-//! - [`startup`]: the one stdout line every node prints once bound.
+//! - [`startup`]: the one stdout line every node prints once bound, and health reports.
 //!
-//! The broker is `REPLOG_AMQP_URL` (default the local RabbitMQ, guest/guest);
-//! `REPLOG_TEST_LOGS=1` shows node logs live instead of only the tail of a failed test's.
+//! The broker is `REPLOG_AMQP_URL` (default the local RabbitMQ, guest/guest). A failed test
+//! prints the tail of every node's log and keeps the logs (the path is printed).
 
 mod broker;
+mod catch_up;
+mod concurrency;
+mod dedup;
 mod durability;
 mod helpers;
-mod iteration1;
-mod iteration2;
-mod iteration3;
+mod ordering;
 mod paging;
 mod recovery;
+mod self_check;
 mod startup;
 mod validation;
+mod write_concern;

@@ -3,8 +3,9 @@
 //! The files are damaged by hand while the node is down, as a crash or a bad disk would.
 
 use crate::helpers::{
-    assert_created, assert_well_formed, random_writes, write, write_all, TestCluster, DEADLINE,
+    assert_created, assert_well_formed, messages, post, random_writes, write, write_all, DEADLINE,
 };
+use replog_testkit::{Node, TestCluster};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,12 @@ fn newest_segment(data_dir: &Path) -> PathBuf {
     segments.pop().expect("the log has a segment")
 }
 
+/// A node's `--data-dir`.
+fn data_dir(node: &Node) -> PathBuf {
+    node.data_dir()
+        .unwrap_or_else(|| panic!("{} has no --data-dir", node.name()))
+}
+
 fn append_bytes(file: &Path, bytes: &[u8]) {
     let mut file = OpenOptions::new().append(true).open(file).unwrap();
     file.write_all(bytes).unwrap();
@@ -30,7 +37,7 @@ fn append_bytes(file: &Path, bytes: &[u8]) {
 async fn a_torn_record_at_the_end_of_the_masters_log_is_cut_and_numbering_goes_on() {
     let mut cluster = TestCluster::start().await;
     write_all(
-        &cluster.master,
+        &cluster.master(),
         &random_writes("before", 12, 1..=3),
         4,
         DEADLINE,
@@ -38,18 +45,18 @@ async fn a_torn_record_at_the_end_of_the_masters_log_is_cut_and_numbering_goes_o
     .await;
     let before = cluster.wait_for_convergence(12).await;
 
-    cluster.master.kill().await;
+    cluster.kill("master").await;
     // A batch whose write reached the disk only in part: a header announcing 200 bytes, and 13
     // bytes of payload.
-    let segment = newest_segment(&cluster.master.data_dir());
+    let segment = newest_segment(&data_dir(cluster.master_node()));
     let intact_len = fs::metadata(&segment).unwrap().len();
     let mut torn = 200u32.to_le_bytes().to_vec();
     torn.extend_from_slice(&[0xAB; 4 + 13]);
     append_bytes(&segment, &torn);
 
-    cluster.master.restart().await;
+    cluster.restart("master").await;
     assert_eq!(
-        cluster.master.messages().await,
+        messages(&cluster.master()).await,
         before,
         "the master serves garbage or lost entries"
     );
@@ -58,17 +65,14 @@ async fn a_torn_record_at_the_end_of_the_masters_log_is_cut_and_numbering_goes_o
         intact_len,
         "the torn tail was not cut off"
     );
-    let log = cluster.master.log_text().unwrap_or_default();
+    let log = cluster.master_node().log_text();
     assert!(
         log.contains("cut"),
         "the master did not say it cut a torn record:\n{log}"
     );
 
-    let (status, answer) = cluster
-        .master
-        .post_message(&write("after the crash", 3))
-        .await;
-    assert_eq!(assert_created(status, &answer, "after the crash", 3), 13);
+    let outcome = post(&cluster.master(), &write("after the crash", 3)).await;
+    assert_eq!(assert_created(&outcome, "after the crash", 3).order, 13);
     let log = cluster.wait_for_convergence(13).await;
     assert_well_formed(&log);
     assert_eq!(&log[..12], &before[..]);
@@ -78,7 +82,7 @@ async fn a_torn_record_at_the_end_of_the_masters_log_is_cut_and_numbering_goes_o
 async fn a_record_with_a_bad_checksum_at_the_end_is_cut_too() {
     let mut cluster = TestCluster::start().await;
     write_all(
-        &cluster.master,
+        &cluster.master(),
         &random_writes("before", 5, 3..=3),
         2,
         DEADLINE,
@@ -86,18 +90,18 @@ async fn a_record_with_a_bad_checksum_at_the_end_is_cut_too() {
     .await;
     let before = cluster.wait_for_convergence(5).await;
 
-    cluster.master.kill().await;
+    cluster.kill("master").await;
     // A complete record in length, whose checksum does not match: a sector that was not written.
-    let segment = newest_segment(&cluster.master.data_dir());
+    let segment = newest_segment(&data_dir(cluster.master_node()));
     let mut record = 16u32.to_le_bytes().to_vec();
     record.extend_from_slice(&0xDEAD_BEEFu32.to_le_bytes());
     record.extend_from_slice(&[0u8; 16]);
     append_bytes(&segment, &record);
 
-    cluster.master.restart().await;
-    assert_eq!(cluster.master.messages().await, before);
-    let (status, answer) = cluster.master.post_message(&write("next", 3)).await;
-    assert_eq!(assert_created(status, &answer, "next", 3), 6);
+    cluster.restart("master").await;
+    assert_eq!(messages(&cluster.master()).await, before);
+    let outcome = post(&cluster.master(), &write("next", 3)).await;
+    assert_eq!(assert_created(&outcome, "next", 3).order, 6);
     assert_well_formed(&cluster.wait_for_convergence(6).await);
 }
 
@@ -105,7 +109,7 @@ async fn a_record_with_a_bad_checksum_at_the_end_is_cut_too() {
 async fn a_secondary_whose_log_was_damaged_cuts_it_and_refetches_what_it_lost() {
     let mut cluster = TestCluster::start().await;
     write_all(
-        &cluster.master,
+        &cluster.master(),
         &random_writes("before", 20, 3..=3),
         4,
         DEADLINE,
@@ -113,18 +117,17 @@ async fn a_secondary_whose_log_was_damaged_cuts_it_and_refetches_what_it_lost() 
     .await;
     let before = cluster.wait_for_convergence(20).await;
 
-    let s1 = cluster.secondary_mut("s1");
-    s1.kill().await;
+    cluster.kill("s1").await;
     // Flip a byte in the middle of the file: every record from there on is suspect and is cut,
     // although s1 had acknowledged them. It must not serve them, and must get them back.
-    let segment = newest_segment(&s1.data_dir());
+    let segment = newest_segment(&data_dir(cluster.secondary_node("s1")));
     let mut bytes = fs::read(&segment).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xFF;
     fs::write(&segment, &bytes).unwrap();
 
-    s1.restart().await;
-    let served = cluster.secondary("s1").messages().await;
+    cluster.restart("s1").await;
+    let served = messages(&cluster.secondary("s1")).await;
     assert!(
         served.len() < 20,
         "s1 served entries from a damaged part of its log"
@@ -138,7 +141,7 @@ async fn a_secondary_whose_log_was_damaged_cuts_it_and_refetches_what_it_lost() 
     let log = cluster.wait_for_convergence(20).await;
     assert_eq!(log, before);
     write_all(
-        &cluster.master,
+        &cluster.master(),
         &random_writes("after", 5, 3..=3),
         2,
         DEADLINE,

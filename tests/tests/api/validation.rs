@@ -1,20 +1,64 @@
 //! Bad input over real HTTP: the exact status, a JSON `{"error": "..."}` body, and no entry added.
 //! Accepted body encodings and the body size limit live here too.
 //!
-//! These tests start the master alone: validation must not depend on any secondary, and every
-//! valid write here uses `w: 1`.
+//! Most of these tests start the master alone: validation must not depend on any secondary, and
+//! every valid write there uses `w: 1`. Malformed bodies go through testkit's raw requests; the
+//! last tests check that what is accepted (any string content, the longest id) replicates
+//! unchanged.
 
-use crate::helpers::{assert_created, write, TestCluster};
+use crate::helpers::{
+    assert_created, contents, master_health, messages, post, write, write_with_id,
+};
+use replog_testkit::{NodeClient, TestCluster, Write, WriteOutcome};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+
+/// A body as the API receives it from a client that builds JSON by hand.
+fn body_of(write: &Write) -> String {
+    serde_json::to_string(write).expect("a write serialises")
+}
+
+/// Sends `method path` with an optional body and `Content-Type`; the answer must be JSON.
+async fn raw(
+    node: &NodeClient,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<String>,
+    content_type: Option<&str>,
+) -> (StatusCode, Value) {
+    let what = format!("{method} {path} on {}", node.url());
+    let answer = node
+        .request_raw(method, path, body, content_type)
+        .await
+        .unwrap_or_else(|error| panic!("{what}: {error}"));
+    let status = StatusCode::from_u16(answer.status).expect("a valid status");
+    let body = answer
+        .json()
+        .unwrap_or_else(|error| panic!("{what} answered {error}"));
+    (status, body)
+}
+
+/// `POST /messages` with any body and any (or no) `Content-Type`.
+async fn post_raw(
+    node: &NodeClient,
+    body: String,
+    content_type: Option<&str>,
+) -> (StatusCode, Value) {
+    raw(
+        node,
+        reqwest::Method::POST,
+        "/messages",
+        Some(body),
+        content_type,
+    )
+    .await
+}
 
 /// Sends each body and expects `400` with a JSON error; then checks the log is still empty.
 async fn assert_all_rejected(cluster: &TestCluster, cases: &[(&str, String)]) {
     for (label, body) in cases {
-        let (status, answer) = cluster
-            .master
-            .post_raw(body.clone(), Some("application/json"))
-            .await;
+        let (status, answer) =
+            post_raw(&cluster.master(), body.clone(), Some("application/json")).await;
         assert_eq!(
             status,
             StatusCode::BAD_REQUEST,
@@ -37,10 +81,10 @@ fn assert_error_body(label: &str, answer: &Value) {
 
 /// No refused request may leave an entry behind.
 async fn assert_log_empty(cluster: &TestCluster) {
-    let entries = cluster.master.messages().await;
+    let entries = messages(&cluster.master()).await;
     assert!(entries.is_empty(), "refused writes added {entries:?}");
-    let health = cluster.master.health().await;
-    assert_eq!(health["last_order"], 0, "{health}");
+    let health = master_health(&cluster.master()).await;
+    assert_eq!(health.last_order, 0, "{health:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -118,20 +162,20 @@ async fn w_range_follows_the_configured_secondaries() {
     assert_all_rejected(&cluster, &cases).await;
 
     // w 2 is valid input: it is accepted and then times out waiting for s1, it is not a 400.
-    let (status, answer) = cluster
-        .master
-        .post_message(&json!({"content": "b", "w": 2, "timeout_ms": 200}))
-        .await;
-    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{answer}");
-    assert_eq!(answer["order"], 1, "{answer}");
+    let request = Write {
+        timeout_ms: Some(200),
+        ..write("b", 2)
+    };
+    let answer = match post(&cluster.master(), &request).await {
+        WriteOutcome::TimedOut(answer) => answer,
+        other => panic!("expected 504: {other:?}"),
+    };
+    assert_eq!(answer.order, 1, "{answer:?}");
 
     // Default w is "all nodes", here 2; the health report lists only s1.
-    let health = cluster.master.health().await;
-    let ids: Vec<&Value> = health["secondaries"]
-        .as_array()
-        .map(|list| list.iter().map(|s| &s["id"]).collect())
-        .unwrap_or_default();
-    assert_eq!(ids, vec!["s1"], "{health}");
+    let health = master_health(&cluster.master()).await;
+    let ids: Vec<&str> = health.secondaries.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, vec!["s1"], "{health:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -189,11 +233,8 @@ async fn message_id_must_be_a_non_empty_string() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bodies_over_the_default_limit_get_413() {
     let cluster = TestCluster::builder().start_master_only().await;
-    let body = write(&"x".repeat(1024 * 1024 + 1), 1).to_string();
-    let (status, answer) = cluster
-        .master
-        .post_raw(body, Some("application/json"))
-        .await;
+    let body = body_of(&write(&"x".repeat(1024 * 1024 + 1), 1));
+    let (status, answer) = post_raw(&cluster.master(), body, Some("application/json")).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
     assert_error_body("1 MiB + 1 of content", &answer);
     assert_log_empty(&cluster).await;
@@ -205,18 +246,19 @@ async fn max_body_bytes_sets_the_limit() {
         .master_args(&["--max-body-bytes", "2048"])
         .start_master_only()
         .await;
-    let (status, answer) = cluster
-        .master
-        .post_raw(write(&"x".repeat(3000), 1).to_string(), None)
-        .await;
+    let body = body_of(&write(&"x".repeat(3000), 1));
+    let (status, answer) = post_raw(&cluster.master(), body, None).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
     assert_error_body("3000 bytes over a 2048 limit", &answer);
     assert_log_empty(&cluster).await;
 
     // Under the limit the same write goes through: the 413 came from the size, not the body.
     let content = "x".repeat(1500);
-    let (status, answer) = cluster.master.post_message(&write(&content, 1)).await;
-    assert_created(status, &answer, &content, 1);
+    assert_created(
+        &post(&cluster.master(), &write(&content, 1)).await,
+        &content,
+        1,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -236,26 +278,31 @@ async fn a_json_body_is_accepted_under_any_usual_content_type() {
     ];
     for (index, (label, content_type)) in variants.iter().enumerate() {
         let content = format!("sent with {label}");
-        let (status, answer) = cluster
-            .master
-            .post_raw(write(&content, 1).to_string(), *content_type)
-            .await;
-        let order = assert_created(status, &answer, &content, 1);
-        assert_eq!(order, index as u64 + 1, "{label}: {answer}");
+        let (status, answer) = post_raw(
+            &cluster.master(),
+            body_of(&write(&content, 1)),
+            *content_type,
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{label}: {answer}");
+        let outcome = WriteOutcome::Created(
+            serde_json::from_value(answer.clone()).unwrap_or_else(|e| panic!("{e}: {answer}")),
+        );
+        let ack = assert_created(&outcome, &content, 1);
+        assert_eq!(ack.order, index as u64 + 1, "{label}: {answer}");
     }
-    let entries = cluster.master.messages().await;
+    let entries = messages(&cluster.master()).await;
     let expected: Vec<String> = variants
         .iter()
         .map(|(label, _)| format!("sent with {label}"))
         .collect();
-    assert_eq!(crate::helpers::contents(&entries), expected);
+    assert_eq!(contents(&entries), expected);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_paging_parameters_are_refused() {
     let cluster = TestCluster::builder().start_master_only().await;
-    let (status, answer) = cluster.master.post_message(&write("only", 1)).await;
-    assert_created(status, &answer, "only", 1);
+    assert_created(&post(&cluster.master(), &write("only", 1)).await, "only", 1);
     for query in [
         "from=0",
         "from=abc",
@@ -266,7 +313,9 @@ async fn bad_paging_parameters_are_refused() {
         "limit=2.5",
         "from=1&limit=x",
     ] {
-        let (status, answer) = cluster.master.get(&format!("/messages?{query}")).await;
+        let path = format!("/messages?{query}");
+        let (status, answer) =
+            raw(&cluster.master(), reqwest::Method::GET, &path, None, None).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "?{query}: {answer}");
         assert_error_body(query, &answer);
     }
@@ -275,8 +324,7 @@ async fn bad_paging_parameters_are_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_routes_and_methods_answer_json_errors() {
     let cluster = TestCluster::start().await;
-    let client = reqwest::Client::new();
-    for node in cluster.running_nodes() {
+    for (name, node) in cluster.running_nodes() {
         let cases = [
             (reqwest::Method::GET, "/nope", StatusCode::NOT_FOUND),
             (
@@ -296,26 +344,11 @@ async fn unknown_routes_and_methods_answer_json_errors() {
             ),
         ];
         for (method, path, expected) in cases {
-            let response = client
-                .request(method.clone(), format!("{}{path}", node.url))
-                .body(write("no", 1).to_string())
-                .send()
-                .await
-                .unwrap_or_else(|error| panic!("{method} {path} on {}: {error}", node.name));
-            let status = response.status();
-            let text = response.text().await.unwrap_or_default();
-            assert_eq!(
-                status, expected,
-                "{method} {path} on {}: {text:?}",
-                node.name
-            );
-            let body: Value = serde_json::from_str(&text).unwrap_or_else(|error| {
-                panic!(
-                    "{method} {path} on {} is not JSON ({error}): {text:?}",
-                    node.name
-                )
-            });
-            assert_error_body(&format!("{method} {path} on {}", node.name), &body);
+            let label = format!("{method} {path} on {name}");
+            let body = Some(body_of(&write("no", 1)));
+            let (status, answer) = raw(&node, method, path, body, None).await;
+            assert_eq!(status, expected, "{label}: {answer}");
+            assert_error_body(&label, &answer);
         }
     }
     assert_log_empty(&cluster).await;
@@ -326,14 +359,36 @@ async fn the_longest_allowed_message_id_replicates() {
     // 255 bytes is the most an AMQP short string (the message-id property) holds: an id the
     // master accepts must never stop its publisher.
     let cluster = TestCluster::start().await;
+    let master = cluster.master();
     let id = "i".repeat(255);
-    let (status, answer) = cluster
-        .master
-        .post_message(&json!({"content": "long id", "w": 3, "message_id": id}))
-        .await;
-    assert_created(status, &answer, "long id", 3);
-    let (status, next) = cluster.master.post_message(&write("after it", 3)).await;
-    assert_created(status, &next, "after it", 3);
+    let outcome = post(&master, &write_with_id("long id", &id, 3)).await;
+    assert_created(&outcome, "long id", 3);
+    assert_created(&post(&master, &write("after it", 3)).await, "after it", 3);
     let log = cluster.wait_for_convergence(2).await;
     assert_eq!(log[0].message_id, id);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn any_string_content_reaches_every_node_unchanged() {
+    let cluster = TestCluster::start().await;
+    let master = cluster.master();
+    let samples = [
+        String::new(),
+        "héllo ✓ 😀 — 日本語".to_owned(),
+        "line\nbreak\t\"quoted\" \\ back\\slash {\"json\": true}".to_owned(),
+        "\u{0}nul and \u{7f} controls".to_owned(),
+        "x".repeat(600 * 1024),
+    ];
+    for content in &samples {
+        let outcome = post(&master, &write(content, 3)).await;
+        let WriteOutcome::Created(answer) = &outcome else {
+            panic!("{outcome:?}");
+        };
+        assert_eq!(answer.content, *content);
+    }
+    let log = cluster.wait_for_convergence(samples.len()).await;
+    assert_eq!(
+        contents(&log),
+        samples.iter().map(String::as_str).collect::<Vec<_>>()
+    );
 }
