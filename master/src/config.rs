@@ -57,6 +57,13 @@ pub struct MasterConfig {
     #[arg(long, env = "REPLOG_CONFIRM_TIMEOUT_MS", default_value_t = 5000)]
     pub confirm_timeout_ms: u64,
 
+    /// Base URL of a secondary to refill the log from at start (`GET /messages?from=`): every
+    /// entry it holds beyond this log's end is appended, after checking that it holds this
+    /// log's last entry under the same message id. The way out of the divergence fence (a log
+    /// shorter than its `confirmed` mark or than a secondary's position); see the README.
+    #[arg(long, env = "REPLOG_REFILL_FROM")]
+    pub refill_from: Option<String>,
+
     /// Where the master keeps its log (`log/`) and its last confirmed order. One process per
     /// directory: a second master on the same directory refuses to start.
     #[arg(long, env = "REPLOG_DATA_DIR", default_value = "data/master")]

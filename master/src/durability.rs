@@ -34,8 +34,12 @@ pub struct Recovered {
     pub store: Arc<dyn LogStore>,
     /// The dedup index of every entry in the log.
     pub dedup: DedupKeys,
-    /// The last order known confirmed by the broker; everything after it is published again.
+    /// The last order known confirmed by the broker, at most the log's end; everything after
+    /// it is published again.
     pub confirmed: Order,
+    /// The `confirmed` mark as written, which may be beyond the log's end when the log lost
+    /// entries (evidence for the fence).
+    pub confirmed_mark: Order,
 }
 
 /// Opens the data directory and recovers the log, the dedup index and the confirmed mark.
@@ -67,10 +71,8 @@ pub fn recover(path: &Path, mode: DedupMode) -> Result<Recovered, StoreError> {
             "dedup index caught up with the log"
         );
     }
-    let confirmed = data_dir
-        .read_mark(CONFIRMED_MARK)?
-        .unwrap_or(Order::ZERO)
-        .min(last);
+    let confirmed_mark = data_dir.read_mark(CONFIRMED_MARK)?.unwrap_or(Order::ZERO);
+    let confirmed = confirmed_mark.min(last);
     tracing::info!(
         data_dir = %path.display(),
         entries = recovery.records,
@@ -89,6 +91,7 @@ pub fn recover(path: &Path, mode: DedupMode) -> Result<Recovered, StoreError> {
         store: Arc::new(log),
         dedup,
         confirmed,
+        confirmed_mark,
     })
 }
 

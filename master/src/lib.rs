@@ -5,6 +5,7 @@
 //! - [`write_request`]: a validated `POST /messages` body.
 //! - [`dedup_keys`]: the on-disk dedup index (redb), only the master keeps one.
 //! - [`durability`]: what the master recovers from its data directory at start.
+//! - [`availability`]: whether the master takes new entries now, and why not.
 //! - [`fence`]: the master takes no new writes while its log is shorter than evidence says.
 //! - [`refill`]: `--refill-from`, refilling a shortened log from a secondary at start.
 //! - [`writer`]: the single thread that numbers, deduplicates and stores entries.
@@ -15,6 +16,7 @@
 //! - [`startup`]: builds the application and runs it until stopped.
 
 pub mod ack_consumer;
+pub mod availability;
 pub mod config;
 pub mod dedup_keys;
 pub mod durability;

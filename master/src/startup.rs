@@ -4,15 +4,17 @@
 use crate::ack_consumer;
 use crate::config::MasterConfig;
 use crate::durability;
+use crate::fence::{Evidence, Fence, Fenced};
 use crate::http::{self, AppState};
 use crate::publisher::{Publisher, PublisherSettings};
+use crate::refill;
 use crate::replication::Replication;
 use crate::write_request::WriteLimits;
 use crate::writer::{DedupFlush, LogWriter};
 use replog_shell::amqp::{AmqpUrl, Broker};
 use replog_shell::shutdown::supervised;
 use replog_shell::startup::{self, StartError};
-use replog_shell::store::{self, DataDir};
+use replog_shell::store::{self, DataDir, StoreError};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,9 +67,42 @@ impl Application {
         let durability::Recovered {
             data_dir,
             store,
-            dedup,
+            mut dedup,
             confirmed: confirmed_at_start,
+            confirmed_mark,
         } = recovered;
+        let mut confirmed_at_start = confirmed_at_start;
+        if let Some(source) = &config.refill_from {
+            let refilled = refill::refill(store.clone(), source)
+                .await
+                .map_err(|error| StartError::Node(Box::new(error)))?;
+            let log = store.clone();
+            let (indexed, caught_up) = store::blocking(move || {
+                let caught_up = dedup.catch_up(&*log)?;
+                Ok::<_, StoreError>((dedup, caught_up))
+            })
+            .await?;
+            dedup = indexed;
+            tracing::info!(
+                from = %refilled.from,
+                to = %refilled.to,
+                indexed = caught_up.indexed,
+                source = %source,
+                "log refilled from a secondary; nothing renumbered"
+            );
+            confirmed_at_start = confirmed_mark.min(store.last_order());
+        }
+        let fence = Arc::new(Fence::new());
+        if let Some(fenced) =
+            Fenced::check(store.last_order(), confirmed_mark, Evidence::ConfirmedMark)
+        {
+            tracing::error!(
+                log_end = %fenced.log_end,
+                evidence_end = %fenced.evidence_end,
+                "{fenced}"
+            );
+            fence.raise(fenced);
+        }
         let (stored_tx, stored_rx) = watch::channel(store.last_order());
         let (writer, writer_thread) = LogWriter::spawn(
             store.clone(),
@@ -119,6 +154,7 @@ impl Application {
                 default_timeout: config.wc_timeout(),
             },
             max_body_bytes: config.max_body_bytes,
+            fence,
         };
         let listener = startup::bind(config.listen).await?;
         Ok(Application {

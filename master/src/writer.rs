@@ -49,13 +49,28 @@ pub enum AppendError {
     /// The dedup index names an entry the log does not hold.
     #[error("entry {0} is indexed but missing from the log")]
     IndexedButMissing(Order),
+    /// The master is read-only and the log does not hold this write.
+    #[error("the master is read-only and this write is not in the log")]
+    ReadOnly,
     /// The writer has stopped (the master is shutting down).
     #[error("the master is shutting down")]
     Stopped,
 }
 
+/// Whether a write may become a new entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// New entries are numbered as usual.
+    Any,
+    /// The master is read-only: a write the log already holds is answered as usual, any other
+    /// is refused with [`AppendError::ReadOnly`] and nothing is appended.
+    ExistingOnly,
+}
+
 /// One write waiting for the writer.
 struct AppendRequest {
+    /// Whether it may become a new entry.
+    admission: Admission,
     /// The client's id, or `None` for a fresh UUID.
     message_id: Option<MessageId>,
     /// The payload.
@@ -112,9 +127,20 @@ impl LogWriter {
         message_id: Option<MessageId>,
         content: String,
     ) -> Result<Appended, AppendError> {
+        self.submit(message_id, content, Admission::Any).await
+    }
+
+    /// Like [`LogWriter::append`], but with `admission` saying whether a new entry may be made.
+    pub async fn submit(
+        &self,
+        message_id: Option<MessageId>,
+        content: String,
+        admission: Admission,
+    ) -> Result<Appended, AppendError> {
         let (reply, outcome) = oneshot::channel();
         self.requests
             .send(AppendRequest {
+                admission,
                 message_id,
                 content,
                 reply,
@@ -145,6 +171,8 @@ enum Resolved {
     New(usize),
     /// Already in the log at this order.
     Existing(Order),
+    /// Not in the log, and the master takes no new entries.
+    Refused,
 }
 
 impl Writer {
@@ -189,6 +217,14 @@ impl Writer {
                 // A UUID v4 cannot be in the log already: the sequencer never looks it up.
                 None => Write::with_fresh_id(MessageId::random(), content),
             };
+            if request.admission == Admission::ExistingOnly {
+                let known = self.sequencer.lookup(&write, &snapshot)?;
+                if let Some(order) = known {
+                    tracing::debug!(target: events::TARGET, event = events::DEDUPLICATED, order = order.get(), message_id = write.message_id.as_str());
+                }
+                resolved.push(known.map_or(Resolved::Refused, Resolved::Existing));
+                continue;
+            }
             match self.sequencer.admit(write, &snapshot)? {
                 Admitted::New(entry) => {
                     resolved.push(Resolved::New(fresh.len()));
@@ -211,6 +247,7 @@ impl Writer {
             let outcome = match resolved {
                 Resolved::New(index) => Ok(Appended::New(fresh[index].clone())),
                 Resolved::Existing(order) => self.existing(order, &fresh),
+                Resolved::Refused => Err(AppendError::ReadOnly),
             };
             let _ = request.reply.send(outcome);
         }
@@ -315,6 +352,23 @@ mod tests {
             .map(|e| e.content)
             .collect();
         assert_eq!(contents.len(), 200, "every write stored exactly once");
+    }
+
+    #[tokio::test]
+    async fn a_read_only_writer_answers_retries_and_appends_nothing_new() {
+        let (writer, store, _stored_end, _dir) = writer(DedupMode::Id);
+        let id = MessageId::parse("kept").unwrap();
+        let first = writer.append(Some(id.clone()), "a".into()).await.unwrap();
+        let retry = writer
+            .submit(Some(id), "a".into(), Admission::ExistingOnly)
+            .await
+            .unwrap();
+        assert_eq!(retry, Appended::Existing(first.entry().clone()));
+        let new = writer
+            .submit(None, "b".into(), Admission::ExistingOnly)
+            .await;
+        assert!(matches!(new, Err(AppendError::ReadOnly)), "{new:?}");
+        assert_eq!(store.last_order(), Order(1), "nothing appended");
     }
 
     #[tokio::test]

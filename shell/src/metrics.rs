@@ -56,7 +56,10 @@ pub fn install() -> PrometheusHandle {
 /// Renders `handle` as a `GET /metrics` answer in the Prometheus text format 0.0.4.
 pub fn render(handle: &PrometheusHandle) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         handle.render(),
     )
         .into_response()

@@ -18,6 +18,9 @@ pub enum StartError {
     /// The data directory cannot be opened or the log recovered.
     #[error("cannot open the data directory: {0}")]
     Store(#[from] StoreError),
+    /// A start-up step of one node failed (e.g. the master's refill from a secondary).
+    #[error(transparent)]
+    Node(Box<dyn std::error::Error + Send + Sync>),
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {

@@ -105,6 +105,20 @@ pub struct ShuttingDown {
     pub acks: Option<u64>,
 }
 
+/// The `503` body of a write refused because the master is read-only: no quorum of healthy
+/// nodes, or a log shorter than the evidence says (the fence). Nothing was appended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadOnly {
+    /// Why, and what to do.
+    pub error: String,
+    /// Healthy nodes (the master included), when the cause is the quorum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<u64>,
+    /// Healthy nodes needed, when the cause is the quorum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needed: Option<u64>,
+}
+
 /// The master's `GET /health`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MasterHealth {

@@ -1,12 +1,14 @@
 //! The master's one HTTP error type: the errors both nodes share ([`HttpError`]) plus the
 //! answers only a write can get, mapped to status + JSON in one place.
 
+use crate::availability::ReadOnly as ReadOnlyReason;
 use crate::writer::AppendError;
 use axum::extract::rejection::BytesRejection;
+use axum::http::header;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use replog_common::wire::http::{ShuttingDown, WriteTimedOut};
+use replog_common::wire::http::{ReadOnly, ShuttingDown, WriteTimedOut};
 use replog_common::{MessageId, Order};
 use replog_shell::http::{error_response, HttpError, NodeApi, PageError};
 
@@ -44,6 +46,9 @@ pub enum ApiError {
         /// How long the write waited.
         timeout_ms: u128,
     },
+    /// The master takes no new entries now; nothing was appended.
+    #[error("{0}")]
+    ReadOnly(ReadOnlyReason),
     /// The master is stopping; the entry, if any, is in the log.
     #[error("the master is shutting down; retry with the same message_id once it is back")]
     ShuttingDown {
@@ -78,7 +83,8 @@ impl From<AppendError> for ApiError {
     fn from(error: AppendError) -> Self {
         match error {
             AppendError::Stopped => ApiError::ShuttingDown { entry: None },
-            AppendError::Storage(_) | AppendError::IndexedButMissing(_) => {
+            // The handler maps a refusal to its reason; one that gets here had none to give.
+            AppendError::Storage(_) | AppendError::IndexedButMissing(_) | AppendError::ReadOnly => {
                 ApiError::Http(HttpError::internal(&MASTER_API, error))
             }
         }
@@ -107,6 +113,26 @@ impl IntoResponse for ApiError {
                     acks: acks as u64,
                 };
                 (StatusCode::GATEWAY_TIMEOUT, Json(body)).into_response()
+            }
+            ApiError::ReadOnly(reason) => {
+                let (healthy, needed) = match &reason {
+                    ReadOnlyReason::NoQuorum(quorum) => {
+                        (Some(quorum.healthy as u64), Some(quorum.needed as u64))
+                    }
+                    ReadOnlyReason::Fenced(_) => (None, None),
+                };
+                let body = ReadOnly {
+                    error: message,
+                    healthy,
+                    needed,
+                };
+                let retry_after = reason.retry_after_secs().to_string();
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::RETRY_AFTER, retry_after)],
+                    Json(body),
+                )
+                    .into_response()
             }
             ApiError::ShuttingDown { entry } => {
                 let (message_id, order, acks) = match entry {

@@ -3,7 +3,7 @@
 use super::{ApiError, AppState, MASTER_API};
 use crate::replication::WaitFailed;
 use crate::write_request::WriteRequest;
-use crate::writer::Appended;
+use crate::writer::{Admission, AppendError, Appended};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, State};
@@ -23,7 +23,20 @@ pub async fn post_message(
         body.map_err(|rejection| ApiError::from_body_rejection(rejection, app.max_body_bytes))?;
     let write = WriteRequest::parse(&body, app.limits)
         .map_err(|invalid| ApiError::bad_request(invalid.0))?;
-    let appended = app.writer.append(write.message_id, write.content).await?;
+    // Read-only: a retry of a write the log holds is still answered; nothing new is appended.
+    let read_only = app.read_only();
+    let admission = match read_only {
+        Some(_) => Admission::ExistingOnly,
+        None => Admission::Any,
+    };
+    let appended = app
+        .writer
+        .submit(write.message_id, write.content, admission)
+        .await
+        .map_err(|error| match (error, read_only) {
+            (AppendError::ReadOnly, Some(reason)) => ApiError::ReadOnly(reason),
+            (error, _) => error.into(),
+        })?;
     let entry = appended.entry();
     let acks = app
         .replication

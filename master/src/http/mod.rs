@@ -5,6 +5,8 @@ mod handlers;
 
 pub use error::{ApiError, MASTER_API};
 
+use crate::availability::ReadOnly;
+use crate::fence::Fence;
 use crate::replication::Replication;
 use crate::write_request::WriteLimits;
 use crate::writer::LogWriter;
@@ -27,6 +29,15 @@ pub struct AppState {
     pub limits: WriteLimits,
     /// `--max-body-bytes`, for the 413 message.
     pub max_body_bytes: usize,
+    /// Raised when the log is shorter than the evidence: no new entries then.
+    pub fence: Arc<Fence>,
+}
+
+impl AppState {
+    /// Why the master takes no new entries now, if it does not.
+    pub fn read_only(&self) -> Option<ReadOnly> {
+        self.fence.get().map(ReadOnly::Fenced)
+    }
 }
 
 /// The router with every route and the body limit.
