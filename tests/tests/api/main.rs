@@ -16,6 +16,7 @@
 //! - [`self_check`]: the assignment's self-check scenario, step by step.
 //! - [`validation`]: every kind of bad input is refused with a JSON error and adds nothing; what
 //!   is accepted replicates unchanged.
+//! - [`fence`]: a master whose log lost acknowledged entries takes no new ones until refilled.
 //! - [`durability`]: nodes killed with SIGKILL come back with what they stored.
 //! - [`recovery`]: torn and corrupt records in a node's log are cut at start-up, never served.
 //! - [`broker`]: a private broker is stopped or killed and started again; every node recovers.
@@ -30,6 +31,7 @@ mod catch_up;
 mod concurrency;
 mod dedup;
 mod durability;
+mod fence;
 mod helpers;
 mod ordering;
 mod paging;
