@@ -75,9 +75,9 @@ impl Reporter {
         }
     }
 
-    /// Logs the change from `was` to `now`, once.
-    fn log_silence(&self, was: Option<Silent>, now: Option<Silent>) {
-        if was == now {
+    /// Logs the change from `was` (`None` before the first look) to `now`, once.
+    fn log_silence(&self, was: Option<Option<Silent>>, now: Option<Silent>) {
+        if was == Some(now) {
             return;
         }
         match now {
@@ -117,7 +117,7 @@ impl Reporter {
     pub async fn run(mut self, applier_done: CancellationToken) {
         let mut ticker = tokio::time::interval(self.heartbeat);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut silent = Some(Silent::NoRole);
+        let mut silent = None;
         let mut role_open = true;
         loop {
             let setup_topology = self.topology.clone();
@@ -134,8 +134,8 @@ impl Reporter {
                 self.applied.borrow_and_update();
                 let now_silent = self.silent();
                 self.log_silence(silent, now_silent);
-                silent = now_silent;
-                if silent.is_none() {
+                silent = Some(now_silent);
+                if now_silent.is_none() {
                     let report = self.report();
                     if let Err(error) = publish(&channel, &self.topology, &report).await {
                         tracing::warn!(%error, "report publish failed; reconnecting");

@@ -305,6 +305,12 @@ impl Node {
         }
     }
 
+    /// Gives `flag` the value `value` for the next start (see [`NodeSpec::set_flag`]): a
+    /// restart with one flag changed, e.g. a master started with `--refill-from`.
+    pub fn set_flag(&mut self, flag: &str, value: impl Into<String>) {
+        self.spec.set_flag(flag, value);
+    }
+
     /// Kills the process if it runs, and starts the same command line again.
     pub async fn restart(&mut self) -> Result<(), NodeError> {
         self.kill9().await?;
