@@ -356,3 +356,84 @@ pub fn log_changes(changes: &Changes, quorum: Quorum) {
         None => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(raw: &str) -> NodeId {
+        NodeId::parse(raw).unwrap()
+    }
+
+    const OLD: Incarnation = Incarnation::from_u128(1);
+    const NEW: Incarnation = Incarnation::from_u128(2);
+
+    fn replication() -> (Replication, Instant) {
+        let now = Instant::now();
+        let replication = Replication::new(
+            vec![id("s1"), id("s2")],
+            HealthPolicy::default(),
+            QuorumRule::Majority,
+            now,
+            CancellationToken::new(),
+        );
+        (replication, now)
+    }
+
+    #[tokio::test]
+    async fn a_new_incarnation_stops_counting_and_its_rebuild_releases_the_retry() {
+        let (replication, now) = replication();
+        let zero = Duration::ZERO;
+        replication.on_report(&id("s1"), OLD, Order(1), zero, Order(1), now);
+        replication.on_report(&id("s2"), OLD, Order(1), zero, Order(1), now);
+        assert_eq!(replication.holders(Order(1)), 3);
+
+        let heard = replication.on_report(&id("s2"), NEW, Order::ZERO, zero, Order(1), now);
+        assert_eq!(
+            (heard.reported, heard.previous, heard.previous_incarnation),
+            (
+                Reported::Counted {
+                    position: Order::ZERO,
+                    replaced: true
+                },
+                Order(1),
+                Some(OLD)
+            )
+        );
+        assert_eq!(replication.holders(Order(1)), 2);
+        let timed_out = replication
+            .wait_for(Order(1), 3, Some(Duration::from_millis(10)))
+            .await;
+        assert_eq!(timed_out, Err(WaitFailed::TimedOut { acks: 2 }));
+
+        let waiting = {
+            let replication = replication.clone();
+            tokio::spawn(async move { replication.wait_for(Order(1), 3, None).await })
+        };
+        tokio::task::yield_now().await;
+        // A late report of the old incarnation changes nothing; the rebuilt one releases.
+        let late = replication.on_report(&id("s2"), OLD, Order(1), zero, Order(1), now);
+        assert_eq!(late.reported, Reported::RetiredIncarnation);
+        replication.on_report(&id("s2"), NEW, Order(1), zero, Order(1), now);
+        assert_eq!(waiting.await.unwrap(), Ok(3));
+    }
+
+    #[tokio::test]
+    async fn positions_beyond_the_log_do_not_count() {
+        let (replication, now) = replication();
+        let heard = replication.on_report(&id("s1"), OLD, Order(99), Duration::ZERO, Order(3), now);
+        assert_eq!(
+            heard.reported,
+            Reported::BeyondLog {
+                last_order: Order(3)
+            }
+        );
+        assert_eq!(replication.holders(Order(1)), 1);
+        let view = replication.view(now);
+        assert_eq!(view.members[0].acked, Order::ZERO);
+        assert!(view.writable);
+        assert_eq!(replication.quorum_lost(), None);
+        let (_, quorum) = replication.tick(now + Duration::from_secs(60));
+        assert_eq!(replication.quorum_lost(), Some(quorum));
+    }
+}

@@ -222,3 +222,42 @@ async fn publish(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use replog_shell::amqp::AmqpUrl;
+
+    fn reporter(role: bool, alive: Instant) -> Reporter {
+        let url = AmqpUrl::parse("amqp://guest:guest@127.0.0.1:5672/%2f").unwrap();
+        Reporter {
+            broker: Broker::new(url, "test".into()).unwrap(),
+            topology: Topology::new("test"),
+            id: NodeId::parse("s1").unwrap(),
+            incarnation: Incarnation::from_u128(7),
+            applied: watch::channel(Order(3)).1,
+            master_incarnation: watch::channel(None).1,
+            alive: watch::channel(alive).1,
+            role: watch::channel(role).1,
+            heartbeat: Duration::from_millis(100),
+        }
+    }
+
+    #[tokio::test]
+    async fn silent_without_the_role_or_with_a_stuck_applier() {
+        let now = Instant::now();
+        assert_eq!(reporter(true, now).silent(), None);
+        assert_eq!(reporter(false, now).silent(), Some(Silent::NoRole));
+        let stuck = now - Duration::from_millis(100 * u64::from(STUCK_AFTER) + 50);
+        assert_eq!(reporter(true, stuck).silent(), Some(Silent::ApplierStuck));
+        let report = reporter(true, now).report();
+        assert_eq!(
+            (
+                report.applied,
+                report.incarnation,
+                report.master_incarnation
+            ),
+            (3, Incarnation::from_u128(7), None)
+        );
+    }
+}

@@ -216,9 +216,9 @@ pub struct Ready {
     pub status: String,
 }
 
-impl Ready {
-    /// The one ready answer.
-    pub fn ready() -> Ready {
+impl Default for Ready {
+    /// The one ready answer: `{"status": "ready"}`.
+    fn default() -> Ready {
         Ready {
             status: "ready".into(),
         }
@@ -350,7 +350,7 @@ mod tests {
             "read-only"
         );
         assert_eq!(MasterHealth::status_of(true, &[]), "ok");
-        assert_eq!(as_json(&Ready::ready()), json!({"status": "ready"}));
+        assert_eq!(as_json(&Ready::default()), json!({"status": "ready"}));
         assert_eq!(
             as_json(&SecondaryHealth::ok("s1".into(), 5, 2)),
             json!({"status": "ok", "role": "secondary", "id": "s1", "applied": 5, "held_back": 2})

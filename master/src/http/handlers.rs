@@ -123,7 +123,7 @@ pub async fn ready(State(app): State<AppState>) -> Response {
         None => None,
     };
     match why_not {
-        None => (StatusCode::OK, Json(Ready::ready())).into_response(),
+        None => (StatusCode::OK, Json(Ready::default())).into_response(),
         Some(error) => (StatusCode::SERVICE_UNAVAILABLE, Json(ErrorBody { error })).into_response(),
     }
 }
