@@ -647,6 +647,7 @@ mod tests {
             message_id: id.to_owned(),
             order,
             content: format!("content of {id}"),
+            master_incarnation: None,
         }
     }
 

@@ -9,6 +9,10 @@
 //! `--fail-rate` some stored deliveries are nacked with requeue instead of acked, as if the node
 //! crashed after the write: the redelivery is dropped as a duplicate. The coin is flipped here,
 //! not in the engine, so the engine stays deterministic.
+//!
+//! For the heartbeat the applier also publishes ([`Liveness`]) that it is alive (a stamp each
+//! turn of its loop, idle waits included, so a stuck applier stops the heartbeats) and which
+//! master incarnation published the newest entry it stored.
 
 use crate::incoming::{Incoming, Source};
 use lapin::options::{BasicAckOptions, BasicNackOptions};
@@ -17,10 +21,11 @@ use rand::Rng;
 use replog_common::rules::apply::{
     ApplyEngine, Backlog, DeliveryTag, Offer, Settle, Settlement, Verdict,
 };
-use replog_common::{events, Order};
+use replog_common::{events, Incarnation, Order};
 use replog_shell::store::LogStore;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -46,6 +51,22 @@ pub struct Applier {
     ackers: HashMap<DeliveryTag, Acker>,
     /// The next delivery's tag.
     next_tag: u64,
+    /// Where liveness and the master incarnation go, when the heartbeat wants them.
+    liveness: Option<Liveness>,
+    /// The master incarnation stamped on each delivered entry not stored yet, by order.
+    stamped: BTreeMap<Order, Incarnation>,
+}
+
+/// What the applier tells the heartbeat.
+#[derive(Debug)]
+pub struct Liveness {
+    /// Stamped with the time at each turn of the applier's loop.
+    pub alive: watch::Sender<Instant>,
+    /// The master incarnation of the newest stored entry that carried one (entries fetched by
+    /// catch-up carry none: the last one known stays).
+    pub master_incarnation: watch::Sender<Option<Incarnation>>,
+    /// The longest the applier waits idle before stamping again.
+    pub wake_every: Duration,
 }
 
 impl Applier {
@@ -67,13 +88,43 @@ impl Applier {
             fatal,
             ackers: HashMap::new(),
             next_tag: 0,
+            liveness: None,
+            stamped: BTreeMap::new(),
+        }
+    }
+
+    /// Also reports liveness and the master incarnation to the heartbeat.
+    pub fn with_liveness(mut self, liveness: Liveness) -> Applier {
+        self.liveness = Some(liveness);
+        self
+    }
+
+    /// Waits for entries; `None` once every sender is gone. Wakes (with an empty batch) at
+    /// least every `wake_every` to stamp liveness.
+    async fn receive(
+        &self,
+        inbox: &mut mpsc::Receiver<Incoming>,
+        batch: &mut Vec<Incoming>,
+    ) -> Option<()> {
+        let Some(liveness) = &self.liveness else {
+            return (inbox.recv_many(batch, MAX_BATCH).await > 0).then_some(());
+        };
+        liveness.alive.send_replace(Instant::now());
+        // `recv_many` is cancel safe: a timeout loses nothing.
+        match tokio::time::timeout(liveness.wake_every, inbox.recv_many(batch, MAX_BATCH)).await {
+            Err(_idle) => Some(()),
+            Ok(0) => None,
+            Ok(_) => Some(()),
         }
     }
 
     /// Runs until every sender of `inbox` is gone, so nothing handed over is left unsettled.
     pub async fn run(mut self, mut inbox: mpsc::Receiver<Incoming>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        while inbox.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        while self.receive(&mut inbox, &mut batch).await.is_some() {
+            if batch.is_empty() {
+                continue;
+            }
             if let Err(error) = self.apply(std::mem::take(&mut batch)).await {
                 tracing::error!(%error, "cannot store entries; stopping the secondary");
                 self.fatal.cancel();
@@ -102,6 +153,8 @@ impl Applier {
             let (first, last) = (ready[0].order, ready[ready.len() - 1].order);
             replog_shell::store::blocking(move || store.append(&ready)).await?;
             tracing::debug!(target: events::TARGET, event = events::STORED, first = first.get(), last = last.get());
+            // Before `applied`: a report of `last` then names the master that published it.
+            self.note_master_incarnation(last);
             self.applied.send_replace(last);
         }
         for settlement in self.engine.on_stored() {
@@ -117,7 +170,17 @@ impl Applier {
     /// Turns an incoming entry into an offer, keeping its acker under a fresh tag.
     fn offer(&mut self, incoming: Incoming) -> Offer {
         match incoming.source {
-            Source::Queue { acker, redelivered } => {
+            Source::Queue {
+                acker,
+                redelivered,
+                master_incarnation,
+            } => {
+                // Only entries not applied yet: a duplicate says nothing of what is stored.
+                if let Some(master) = master_incarnation {
+                    if incoming.entry.order > *self.applied.borrow() {
+                        self.stamped.insert(incoming.entry.order, master);
+                    }
+                }
                 if redelivered {
                     tracing::debug!(order = %incoming.entry.order, "entry redelivered by the broker");
                 }
@@ -127,6 +190,20 @@ impl Applier {
                 Offer::delivered(incoming.entry, tag)
             }
             Source::Master => Offer::fetched(incoming.entry),
+        }
+    }
+
+    /// Entries up to `last` are stored: the newest of them that carried a master incarnation
+    /// names the master the heartbeat reports.
+    fn note_master_incarnation(&mut self, last: Order) {
+        let newer = self.stamped.split_off(&last.next());
+        let stored = std::mem::replace(&mut self.stamped, newer);
+        if let (Some(liveness), Some((_, &master))) = (&self.liveness, stored.last_key_value()) {
+            liveness.master_incarnation.send_if_modified(|known| {
+                let changed = *known != Some(master);
+                *known = Some(master);
+                changed
+            });
         }
     }
 

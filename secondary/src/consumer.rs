@@ -16,7 +16,7 @@ use replog_common::NodeId;
 use replog_shell::amqp::{self, AmqpError, Broker};
 use replog_shell::topology::{QueueType, Topology};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// How long a stopping secondary waits for the applier before closing its channel anyway.
@@ -39,12 +39,16 @@ pub struct ConsumerSettings {
 
 /// Consumes until `stop`; then cancels the consumer, lets the applier settle what it holds
 /// (`applier_done`), and closes the channel. `subscribed` is cancelled once the queue is
-/// declared, bound and consumed for the first time.
+/// declared, bound and consumed for the first time. `role` is `true` while this process holds
+/// the role `secondary.<id>` (claimed on the consuming connection) and consumes: the ack
+/// publisher reports only then, so a second process started with the same id, which cannot
+/// claim the role, publishes nothing.
 pub async fn run(
     broker: Broker,
     settings: ConsumerSettings,
     inbox: mpsc::Sender<Incoming>,
     subscribed: CancellationToken,
+    role: watch::Sender<bool>,
     stop: CancellationToken,
     applier_done: CancellationToken,
 ) {
@@ -62,6 +66,7 @@ pub async fn run(
         };
         tracing::info!(%queue, prefetch = settings.prefetch, "consuming entries");
         subscribed.cancel();
+        role.send_replace(true);
         loop {
             let delivery = tokio::select! {
                 delivery = consumer.next() => delivery,
@@ -76,15 +81,17 @@ pub async fn run(
                 Some(Ok(delivery)) => delivery,
                 Some(Err(error)) => {
                     tracing::warn!(%error, "entry consumer failed; reconnecting");
+                    role.send_replace(false);
                     continue 'connect;
                 }
                 None => {
                     tracing::warn!("entry consumer was cancelled by the broker; reconnecting");
+                    role.send_replace(false);
                     continue 'connect;
                 }
             };
-            let entry = match EntryMessage::decode(&delivery.data) {
-                Ok(entry) => entry,
+            let published = match EntryMessage::decode_published(&delivery.data) {
+                Ok(published) => published,
                 Err(error) => {
                     tracing::error!(%error, "rejecting a message that is not a replog entry");
                     let _ = delivery
@@ -94,12 +101,13 @@ pub async fn run(
                     continue;
                 }
             };
-            tracing::trace!(order = %entry.order, "entry delivered");
+            tracing::trace!(order = %published.entry.order, "entry delivered");
             let incoming = Incoming {
-                entry,
+                entry: published.entry,
                 source: Source::Queue {
                     acker: delivery.acker,
                     redelivered: delivery.redelivered,
+                    master_incarnation: published.master_incarnation,
                 },
             };
             hand_over(&inbox, incoming, settings.delay).await;

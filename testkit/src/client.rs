@@ -12,7 +12,8 @@ use std::time::Duration;
 
 /// The bodies, declared once in `replog-common` for the nodes and every client.
 pub use replog_common::wire::http::{
-    MasterHealth, SecondaryHealth, SecondaryPosition, WriteAck, WriteBody as Write, WriteTimedOut,
+    BrokerHealth, MasterHealth, QuorumHealth, SecondaryHealth, SecondaryStatus, WriteAck,
+    WriteBody as Write, WriteTimedOut,
 };
 
 /// Every answer the master can give to a write.
@@ -254,11 +255,13 @@ mod tests {
 // above on purpose.
 // ---------------------------------------------------------------------------------------------
 
-/// An answer taken as it came: the status and the body text.
+/// An answer taken as it came: the status, the `Retry-After` header and the body text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawResponse {
     /// The status code.
     pub status: u16,
+    /// The `Retry-After` header, if the answer has one (a read-only master's `503`).
+    pub retry_after: Option<String>,
     /// The body, as text.
     pub body: String,
 }
@@ -295,8 +298,16 @@ impl NodeClient {
         }
         let response = request.send().await.map_err(RequestError::from_reqwest)?;
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
         let body = response.text().await.map_err(RequestError::from_reqwest)?;
-        Ok(RawResponse { status, body })
+        Ok(RawResponse {
+            status,
+            retry_after,
+            body,
+        })
     }
 
     /// `POST /messages` with any body, under any (or no) `Content-Type`.

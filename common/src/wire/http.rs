@@ -119,38 +119,110 @@ pub struct ReadOnly {
     pub needed: Option<u64>,
 }
 
-/// The master's `GET /health`.
+/// The master's `GET /health`: its liveness probe, always answered `200`, with what it knows
+/// of the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MasterHealth {
-    /// `ok`.
+    /// `ok` (writable, every secondary healthy), `degraded` (writable, some secondary is not
+    /// healthy) or `read-only` (no quorum, or the log is fenced).
     pub status: String,
     /// `master`.
     pub role: String,
+    /// Whether `POST /messages` takes new entries now.
+    pub writable: bool,
     /// The end of its log.
     pub last_order: u64,
-    /// Each configured secondary's acknowledged position.
-    pub secondaries: Vec<SecondaryPosition>,
+    /// The quorum as it stands.
+    pub quorum: QuorumHealth,
+    /// The master's link to the broker.
+    pub broker: BrokerHealth,
+    /// Each configured secondary as the master sees it.
+    pub secondaries: Vec<SecondaryStatus>,
 }
 
 impl MasterHealth {
-    /// A healthy master whose log ends at `last_order`.
-    pub fn ok(last_order: u64, secondaries: Vec<SecondaryPosition>) -> MasterHealth {
-        MasterHealth {
-            status: "ok".into(),
-            role: "master".into(),
-            last_order,
-            secondaries,
+    /// `ok`: writable, every secondary healthy.
+    pub const OK: &'static str = "ok";
+    /// `degraded`: writable, but some secondary is suspected or unhealthy.
+    pub const DEGRADED: &'static str = "degraded";
+    /// `read-only`: no new entries are taken.
+    pub const READ_ONLY: &'static str = "read-only";
+
+    /// The status word for a master that is (or is not) `writable` with these secondaries.
+    pub fn status_of(writable: bool, secondaries: &[SecondaryStatus]) -> &'static str {
+        if !writable {
+            Self::READ_ONLY
+        } else if secondaries
+            .iter()
+            .any(|secondary| secondary.status != SecondaryStatus::HEALTHY)
+        {
+            Self::DEGRADED
+        } else {
+            Self::OK
         }
     }
 }
 
-/// One secondary's position as the master knows it.
+/// How many nodes are healthy, of how many, and how many writes need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuorumHealth {
+    /// The master plus every configured secondary.
+    pub nodes: u64,
+    /// How many must be healthy for the master to take writes (`0` with `--quorum off`).
+    pub needed: u64,
+    /// How many are: the master, and every secondary that is not `unhealthy`.
+    pub healthy: u64,
+}
+
+/// A node's link to the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerHealth {
+    /// Whether its channel to the broker is up now.
+    pub connected: bool,
+}
+
+/// One secondary as the master sees it, in the master's `/health`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SecondaryPosition {
+pub struct SecondaryStatus {
     /// Its id.
     pub id: String,
-    /// Everything up to here it said it holds.
+    /// `healthy`, `suspected` or `unhealthy`.
+    pub status: String,
+    /// Everything up to here its current incarnation said it holds.
     pub acked: u64,
+    /// Entries behind the master's `last_order`.
+    pub lag: u64,
+    /// Milliseconds since the master last heard from it; `null` when never (since the master
+    /// started).
+    pub last_seen_ms: Option<u64>,
+    /// The incarnation of its data directory; `null` until it reported one.
+    pub incarnation: Option<String>,
+}
+
+impl SecondaryStatus {
+    /// Heard from within `--suspect-after-ms`.
+    pub const HEALTHY: &'static str = "healthy";
+    /// Silent for longer than `--suspect-after-ms`, or not heard from since the master started.
+    pub const SUSPECTED: &'static str = "suspected";
+    /// Silent for longer than `--unhealthy-after-ms`: no longer counts toward the quorum.
+    pub const UNHEALTHY: &'static str = "unhealthy";
+}
+
+/// The `200` answer of `GET /ready`: the node can do its job. When it cannot, `/ready` answers
+/// `503` with an [`ErrorBody`] saying why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ready {
+    /// `ready`.
+    pub status: String,
+}
+
+impl Default for Ready {
+    /// The one ready answer: `{"status": "ready"}`.
+    fn default() -> Ready {
+        Ready {
+            status: "ready".into(),
+        }
+    }
 }
 
 /// A secondary's `GET /health`.
@@ -244,17 +316,41 @@ mod tests {
             as_json(&ErrorBody { error: "no".into() }),
             json!({"error": "no"})
         );
-        let health = MasterHealth::ok(
-            7,
-            vec![SecondaryPosition {
-                id: "s1".into(),
-                acked: 5,
-            }],
-        );
+        let secondaries = vec![SecondaryStatus {
+            id: "s1".into(),
+            status: SecondaryStatus::SUSPECTED.into(),
+            acked: 5,
+            lag: 2,
+            last_seen_ms: None,
+            incarnation: None,
+        }];
+        let health = MasterHealth {
+            status: MasterHealth::status_of(true, &secondaries).into(),
+            role: "master".into(),
+            writable: true,
+            last_order: 7,
+            quorum: QuorumHealth {
+                nodes: 2,
+                needed: 2,
+                healthy: 2,
+            },
+            broker: BrokerHealth { connected: true },
+            secondaries,
+        };
         assert_eq!(
             as_json(&health),
-            json!({"status": "ok", "role": "master", "last_order": 7, "secondaries": [{"id": "s1", "acked": 5}]})
+            json!({"status": "degraded", "role": "master", "writable": true, "last_order": 7,
+                   "quorum": {"nodes": 2, "needed": 2, "healthy": 2},
+                   "broker": {"connected": true},
+                   "secondaries": [{"id": "s1", "status": "suspected", "acked": 5, "lag": 2,
+                                    "last_seen_ms": null, "incarnation": null}]})
         );
+        assert_eq!(
+            MasterHealth::status_of(false, &health.secondaries),
+            "read-only"
+        );
+        assert_eq!(MasterHealth::status_of(true, &[]), "ok");
+        assert_eq!(as_json(&Ready::default()), json!({"status": "ready"}));
         assert_eq!(
             as_json(&SecondaryHealth::ok("s1".into(), 5, 2)),
             json!({"status": "ok", "role": "secondary", "id": "s1", "applied": 5, "held_back": 2})

@@ -12,7 +12,7 @@ pub mod amqp;
 pub mod http;
 pub mod run;
 
-pub use amqp::{AckMessage, EntryMessage};
+pub use amqp::{AckMessage, EntryMessage, Published};
 pub use http::MessagesPage;
 
 /// Why a wire message could not become a domain value.

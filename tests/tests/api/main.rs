@@ -22,6 +22,9 @@
 //! - [`broker`]: a private broker is stopped or killed and started again; every node recovers.
 //! - [`paging`]: `GET /messages?from=&limit=`.
 //! - [`startup`]: the one stdout line every node prints once bound, and health reports.
+//! - [`membership`]: heartbeats and node states on the master's `/health`, quorum read-only
+//!   and back, `/ready`, incarnations (a secondary that lost its data no longer counts), and
+//!   reports the master must not believe.
 //!
 //! The broker is `REPLOG_AMQP_URL` (default the local RabbitMQ, guest/guest). A failed test
 //! prints the tail of every node's log and keeps the logs (the path is printed).
@@ -33,6 +36,7 @@ mod dedup;
 mod durability;
 mod fence;
 mod helpers;
+mod membership;
 mod ordering;
 mod paging;
 mod recovery;
