@@ -143,7 +143,23 @@ impl AckConsumer {
             last_order,
             now,
         );
+        let fenced_follower = matches!(heard.reported, Reported::BeyondLog { .. })
+            && report.master_incarnation == Some(self.incarnation);
         self.carry_out(&report, age, heard, warned, now);
+        if fenced_follower {
+            // It follows this very master, so it holds everything this (shortened) log still
+            // has: count that much toward write concerns, so that retries of writes the log
+            // kept are answered while the fence stands.
+            let capped = self.replication.on_report(
+                &report.id,
+                report.incarnation,
+                last_order,
+                age,
+                last_order,
+                now,
+            );
+            log_changes(&capped.changes, capped.quorum);
+        }
     }
 
     /// Logs what a report meant and raises the fence when it proves the log lost entries.
