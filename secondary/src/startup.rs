@@ -5,7 +5,7 @@ use crate::ack_publisher;
 use crate::applier::Applier;
 use crate::catchup::CatchUp;
 use crate::config::SecondaryConfig;
-use crate::consumer::{self, ConsumerSettings};
+use crate::consumer::{self, Connected, ConsumerSettings};
 use crate::http::{self, AppState};
 use replog_common::events;
 use replog_common::rules::apply::ApplyEngine;
@@ -95,6 +95,7 @@ impl Application {
             config.fail_rate,
             stop.clone(),
         );
+        let diverged = applier.divergence();
         let done = applier_done.clone();
         let guard = stop.clone();
         tasks.spawn(async move {
@@ -107,7 +108,9 @@ impl Application {
             queue_type: config.broker.queue_type,
             prefetch: config.prefetch,
             delay: config.delay(),
+            connected: Connected::default(),
         };
+        let connected = settings.connected.clone();
         let subscribed = CancellationToken::new();
         tasks.spawn(supervised(
             "consumer",
@@ -128,6 +131,7 @@ impl Application {
             Duration::from_millis(config.catchup_after_ms),
             config.delay(),
         );
+        let master_view = catch_up.master_view();
         tasks.spawn(supervised(
             "catch-up",
             stop.clone(),
@@ -140,7 +144,7 @@ impl Application {
                 ack_broker,
                 topology,
                 config.id.clone(),
-                applied_rx,
+                applied_rx.clone(),
                 Duration::from_millis(config.ack_interval_ms),
                 applier_done,
             ),
@@ -150,6 +154,12 @@ impl Application {
             id: config.id,
             store,
             backlog: backlog_rx,
+            applied: applied_rx,
+            incarnation: data_dir.incarnation(),
+            connected,
+            master: master_view,
+            diverged,
+            prefetch: config.prefetch,
         };
         let listener = startup::bind(config.listen).await?;
         Ok(Application {
