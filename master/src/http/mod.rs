@@ -1,5 +1,6 @@
 //! The master's HTTP API: `POST /messages`, `GET /messages`, `GET /health`.
 
+mod entry_status;
 mod error;
 mod handlers;
 
@@ -48,6 +49,7 @@ pub fn router(state: AppState) -> Router {
             "/messages",
             get(handlers::list_messages).post(handlers::post_message),
         )
+        .route("/messages/{message_id}", get(entry_status::entry_status))
         .route("/health", get(handlers::health))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)

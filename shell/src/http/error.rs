@@ -35,6 +35,10 @@ pub enum HttpError {
     /// No such route (404).
     #[error("{}", .0.not_found)]
     NotFound(&'static NodeApi),
+    /// Something the client named does not exist here, e.g. an entry by its id (404); the
+    /// message says what.
+    #[error("{0}")]
+    ResourceNotFound(String),
     /// A known path with the wrong method (405).
     #[error("{}", .0.method_not_allowed)]
     MethodNotAllowed(&'static NodeApi),
@@ -81,7 +85,9 @@ impl IntoResponse for HttpError {
         let message = self.to_string();
         match self {
             HttpError::BadRequest(_) => error_response(StatusCode::BAD_REQUEST, message),
-            HttpError::NotFound(_) => error_response(StatusCode::NOT_FOUND, message),
+            HttpError::NotFound(_) | HttpError::ResourceNotFound(_) => {
+                error_response(StatusCode::NOT_FOUND, message)
+            }
             HttpError::MethodNotAllowed(_) => {
                 error_response(StatusCode::METHOD_NOT_ALLOWED, message)
             }
@@ -145,6 +151,11 @@ mod tests {
                 HttpError::NotFound(&API),
                 StatusCode::NOT_FOUND,
                 "no such endpoint here",
+            ),
+            (
+                HttpError::ResourceNotFound("no entry with message_id \"x\"".into()),
+                StatusCode::NOT_FOUND,
+                "no entry with message_id \"x\"",
             ),
             (
                 HttpError::MethodNotAllowed(&API),
