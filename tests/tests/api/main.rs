@@ -21,6 +21,10 @@
 //! - [`broker`]: a private broker is stopped or killed and started again; every node recovers.
 //! - [`paging`]: `GET /messages?from=&limit=`.
 //! - [`startup`]: the one stdout line every node prints once bound, and health reports.
+//! - [`divergence`]: a conflicting entry makes a secondary refuse it and report `diverged`; a
+//!   secondary's `/health` and `/ready`.
+//! - [`read_your_writes`]: `GET /messages?min_order=&wait_ms=`.
+//! - [`entry_status`]: the master's `GET /messages/{message_id}`.
 //!
 //! The broker is `REPLOG_AMQP_URL` (default the local RabbitMQ, guest/guest). A failed test
 //! prints the tail of every node's log and keeps the logs (the path is printed).
@@ -29,10 +33,13 @@ mod broker;
 mod catch_up;
 mod concurrency;
 mod dedup;
+mod divergence;
 mod durability;
+mod entry_status;
 mod helpers;
 mod ordering;
 mod paging;
+mod read_your_writes;
 mod recovery;
 mod self_check;
 mod startup;
