@@ -145,9 +145,24 @@ impl CatchUp {
                 _ = ticker.tick() => {}
                 _ = stop.cancelled() => return,
             }
-            let Backlog { applied, gap, .. } = *self.backlog.borrow();
+            let Backlog {
+                applied,
+                gap,
+                diverged,
+                ..
+            } = *self.backlog.borrow();
             match gap_watch.observe(applied, gap, now()) {
                 Decision::Wait => {}
+                // A diverged node applies nothing: fetching would only load the master. It
+                // still looks at the master now and then, for `/health`.
+                Decision::FetchRange { .. } if diverged => {}
+                Decision::AskMasterEnd if diverged => {
+                    tokio::select! {
+                        _ = self.master_last_order() => {}
+                        _ = stop.cancelled() => return,
+                    }
+                    gap_watch.stuck_check_done(applied, now());
+                }
                 Decision::FetchRange { first, last } => {
                     tracing::info!(%first, %last, "gap did not close from the queue; fetching it from the master");
                     tokio::select! {

@@ -179,6 +179,8 @@ pub struct Backlog {
     pub gap: Option<(Order, Order)>,
     /// How many entries wait behind the gap.
     pub held_back: usize,
+    /// The node diverged: it applies nothing more, so there is nothing worth fetching.
+    pub diverged: bool,
 }
 
 /// The message ids of the newest applied orders, a contiguous window ending at the applied
@@ -304,6 +306,7 @@ impl ApplyEngine {
             applied: self.holdback.applied(),
             gap: self.holdback.gap(),
             held_back: self.holdback.held_count(),
+            diverged: self.diverged.is_some(),
         }
     }
 
@@ -541,7 +544,8 @@ mod tests {
             Backlog {
                 applied: Order(1),
                 gap: Some((Order(2), Order(2))),
-                held_back: 2
+                held_back: 2,
+                diverged: false,
             }
         );
 
@@ -556,7 +560,8 @@ mod tests {
             Backlog {
                 applied: Order(4),
                 gap: None,
-                held_back: 0
+                held_back: 0,
+                diverged: false,
             }
         );
     }
@@ -767,6 +772,7 @@ mod tests {
         let plan = run(&mut engine, vec![fetched(1), fetched(2)]);
         assert!(plan.append.is_empty());
         assert_eq!(engine.backlog().applied, Order::ZERO);
+        assert!(engine.backlog().diverged);
     }
 
     #[test]
