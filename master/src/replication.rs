@@ -225,6 +225,16 @@ impl Replication {
         }
     }
 
+    /// Each secondary's position as counted for write concerns: what its current incarnation
+    /// reported (a secondary that lost its data counts from what it holds again).
+    pub fn positions(&self) -> Vec<(NodeId, Order)> {
+        self.lock()
+            .tracker
+            .positions()
+            .map(|(id, order)| (id.clone(), order))
+            .collect()
+    }
+
     /// How many nodes hold `order` now.
     pub fn holders(&self, order: Order) -> usize {
         self.lock().tracker.holders(order)

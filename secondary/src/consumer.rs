@@ -15,12 +15,30 @@ use replog_common::wire::EntryMessage;
 use replog_common::NodeId;
 use replog_shell::amqp::{self, AmqpError, Broker};
 use replog_shell::topology::{QueueType, Topology};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// How long a stopping secondary waits for the applier before closing its channel anyway.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether the entry consumer is subscribed to its queue right now: set once the queue is
+/// consumed, cleared while it reconnects and once it stops. Read by `/health` and `/ready`.
+#[derive(Debug, Clone, Default)]
+pub struct Connected(Arc<AtomicBool>);
+
+impl Connected {
+    /// Whether the consumer is subscribed now.
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, connected: bool) {
+        self.0.store(connected, Ordering::Relaxed);
+    }
+}
 
 /// What the consumer needs.
 #[derive(Debug, Clone)]
@@ -35,6 +53,8 @@ pub struct ConsumerSettings {
     pub prefetch: u16,
     /// Artificial latency before an entry reaches the applier.
     pub delay: Duration,
+    /// Kept up to date with the subscription.
+    pub connected: Connected,
 }
 
 /// Consumes until `stop`; then cancels the consumer, lets the applier settle what it holds
@@ -55,6 +75,7 @@ pub async fn run(
     let queue = settings.topology.secondary_queue(&settings.id);
     let mut last_channel = None;
     'connect: loop {
+        settings.connected.set(false);
         let setup = settings.clone();
         let Some((channel, mut consumer)) = broker
             .open_channel_with_retry("consume entries", &stop, |channel| {
@@ -65,6 +86,7 @@ pub async fn run(
             break;
         };
         tracing::info!(%queue, prefetch = settings.prefetch, "consuming entries");
+        settings.connected.set(true);
         subscribed.cancel();
         role.send_replace(true);
         loop {
@@ -113,6 +135,7 @@ pub async fn run(
             hand_over(&inbox, incoming, settings.delay).await;
         }
     }
+    settings.connected.set(false);
     drop(inbox);
     if tokio::time::timeout(SETTLE_TIMEOUT, applier_done.cancelled())
         .await

@@ -5,7 +5,7 @@ use crate::ack_publisher::Reporter;
 use crate::applier::{Applier, Liveness};
 use crate::catchup::CatchUp;
 use crate::config::SecondaryConfig;
-use crate::consumer::{self, ConsumerSettings};
+use crate::consumer::{self, Connected, ConsumerSettings};
 use crate::http::{self, AppState};
 use replog_common::events;
 use replog_common::rules::apply::ApplyEngine;
@@ -105,6 +105,7 @@ impl Application {
             master_incarnation: master_incarnation_tx,
             wake_every: config.heartbeat(),
         });
+        let diverged = applier.divergence();
         let done = applier_done.clone();
         let guard = stop.clone();
         tasks.spawn(async move {
@@ -117,7 +118,9 @@ impl Application {
             queue_type: config.broker.queue_type,
             prefetch: config.prefetch,
             delay: config.delay(),
+            connected: Connected::default(),
         };
+        let connected = settings.connected.clone();
         let subscribed = CancellationToken::new();
         tasks.spawn(supervised(
             "consumer",
@@ -139,6 +142,7 @@ impl Application {
             Duration::from_millis(config.catchup_after_ms),
             config.delay(),
         );
+        let master_view = catch_up.master_view();
         tasks.spawn(supervised(
             "catch-up",
             stop.clone(),
@@ -149,7 +153,7 @@ impl Application {
             topology,
             id: config.id.clone(),
             incarnation: data_dir.incarnation(),
-            applied: applied_rx,
+            applied: applied_rx.clone(),
             master_incarnation: master_incarnation_rx,
             alive: alive_rx,
             role: role_rx,
@@ -165,6 +169,12 @@ impl Application {
             id: config.id,
             store,
             backlog: backlog_rx,
+            applied: applied_rx,
+            incarnation: data_dir.incarnation(),
+            connected,
+            master: master_view,
+            diverged,
+            prefetch: config.prefetch,
         };
         let listener = startup::bind(config.listen).await?;
         Ok(Application {

@@ -37,11 +37,11 @@ pub mod wait;
 pub use binaries::{Binaries, BinaryError, Profile};
 pub use broker::{BrokerError, BrokerOptions, PrivateBroker};
 pub use client::{
-    BrokerHealth, MasterHealth, NodeClient, QuorumHealth, RawResponse, RequestError,
-    SecondaryHealth, SecondaryStatus, Write, WriteAck, WriteOutcome, WriteTimedOut,
+    BrokerHealth, EntryStatus, MasterHealth, NodeClient, NotYetApplied, QuorumHealth, RawResponse,
+    RequestError, SecondaryHealth, SecondaryStatus, Write, WriteAck, WriteOutcome, WriteTimedOut,
 };
 pub use cluster::{unique_namespace, Cluster, ClusterSpec, Ports};
-pub use namespace::NamespaceGuard;
+pub use namespace::{publish_raw_entry, NamespaceGuard};
 pub use node::{Node, NodeError, NodeSpec};
 pub use ports::{free_port, PortError};
 pub use test_cluster::{

@@ -15,7 +15,9 @@
 use crate::binaries::{Binaries, Profile};
 use crate::client::NodeClient;
 use crate::cluster::{unique_namespace, Cluster, ClusterSpec, Ports};
-use crate::namespace::{delete_queues_and_exchanges, secondary_queue, NamespaceGuard};
+use crate::namespace::{
+    delete_queues_and_exchanges, publish_raw_entry, secondary_queue, NamespaceGuard,
+};
 use crate::node::{Node, NodeSpec};
 use crate::wait::wait_for;
 use replog_common::wire::EntryMessage;
@@ -454,6 +456,14 @@ impl TestCluster {
             taken,
             "the broker did not take the report for {queue}: {confirm:?}"
         );
+    }
+
+    /// Publishes `payload` on this cluster's entries exchange as if a master had sent it: every
+    /// secondary's queue gets it. For forged and conflicting entries.
+    pub async fn publish_raw_entry(&self, payload: &[u8]) {
+        publish_raw_entry(&self.spec.amqp_url, &self.spec.namespace, payload)
+            .await
+            .unwrap_or_else(|error| panic!("cannot publish a raw entry: {error}"));
     }
 
     /// Starts a second master in this cluster's namespace, with the master's flags but a port

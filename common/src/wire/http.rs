@@ -225,10 +225,11 @@ impl Default for Ready {
     }
 }
 
-/// A secondary's `GET /health`.
+/// A secondary's `GET /health` (always `200`: it is the liveness probe).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecondaryHealth {
-    /// `ok`.
+    /// `ok`, or `diverged` once it found an entry that conflicts with what it holds (see
+    /// [`SecondaryHealth::DIVERGED`]).
     pub status: String,
     /// `secondary`.
     pub role: String,
@@ -238,20 +239,26 @@ pub struct SecondaryHealth {
     pub applied: u64,
     /// Entries waiting beyond a gap.
     pub held_back: u64,
+    /// The incarnation of its data directory.
+    pub incarnation: String,
+    /// The master as its last HTTP call saw it: `reachable`, `unreachable`, or `unknown` before
+    /// the first call.
+    pub master: String,
+    /// Its connection to the broker.
+    pub broker: BrokerHealth,
 }
 
 impl SecondaryHealth {
-    /// A healthy secondary `id` holding everything up to `applied`, with `held_back` entries
-    /// waiting beyond a gap.
-    pub fn ok(id: String, applied: u64, held_back: u64) -> SecondaryHealth {
-        SecondaryHealth {
-            status: "ok".into(),
-            role: "secondary".into(),
-            id,
-            applied,
-            held_back,
-        }
-    }
+    /// The `status` of a secondary working normally.
+    pub const OK: &'static str = "ok";
+    /// The `status` of a secondary that found its history forked from the master's.
+    pub const DIVERGED: &'static str = "diverged";
+    /// `master`: the last call to the master got an answer.
+    pub const MASTER_REACHABLE: &'static str = "reachable";
+    /// `master`: the last call to the master got no answer.
+    pub const MASTER_UNREACHABLE: &'static str = "unreachable";
+    /// `master`: the master was not asked yet.
+    pub const MASTER_UNKNOWN: &'static str = "unknown";
 }
 
 /// The body of `GET /messages` on every node.
@@ -268,6 +275,33 @@ impl MessagesPage {
             messages: entries.iter().map(EntryMessage::from).collect(),
         }
     }
+}
+
+/// The `504` answer of `GET /messages?min_order=N&wait_ms=T`: the node had not applied through
+/// `N` when the wait ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotYetApplied {
+    /// The explanation.
+    pub error: String,
+    /// How far the node had applied (the end of its log) when it gave up.
+    pub applied: u64,
+}
+
+/// The master's `GET /messages/{message_id}`: where an entry stands and who holds it. Resolves
+/// a write whose answer was lost or timed out without sending its content again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryStatus {
+    /// The entry's id.
+    pub message_id: String,
+    /// Its position.
+    pub order: u64,
+    /// Its content.
+    pub content: String,
+    /// How many nodes hold it (the length of `held_by`).
+    pub acks: u64,
+    /// The nodes holding it: `master` first, then each secondary whose acknowledged position
+    /// covers it.
+    pub held_by: Vec<String>,
 }
 
 #[cfg(test)]
@@ -345,6 +379,16 @@ mod tests {
                    "secondaries": [{"id": "s1", "status": "suspected", "acked": 5, "lag": 2,
                                     "last_seen_ms": null, "incarnation": null}]})
         );
+        let secondary = SecondaryHealth {
+            status: SecondaryHealth::OK.into(),
+            role: "secondary".into(),
+            id: "s1".into(),
+            applied: 5,
+            held_back: 2,
+            incarnation: "00000000-0000-0000-0000-000000000007".into(),
+            master: SecondaryHealth::MASTER_REACHABLE.into(),
+            broker: BrokerHealth { connected: true },
+        };
         assert_eq!(
             MasterHealth::status_of(false, &health.secondaries),
             "read-only"
@@ -352,8 +396,10 @@ mod tests {
         assert_eq!(MasterHealth::status_of(true, &[]), "ok");
         assert_eq!(as_json(&Ready::default()), json!({"status": "ready"}));
         assert_eq!(
-            as_json(&SecondaryHealth::ok("s1".into(), 5, 2)),
-            json!({"status": "ok", "role": "secondary", "id": "s1", "applied": 5, "held_back": 2})
+            as_json(&secondary),
+            json!({"status": "ok", "role": "secondary", "id": "s1", "applied": 5, "held_back": 2,
+                   "incarnation": "00000000-0000-0000-0000-000000000007", "master": "reachable",
+                   "broker": {"connected": true}})
         );
     }
 
@@ -378,5 +424,26 @@ mod tests {
         );
         let back: ShuttingDown = serde_json::from_str(r#"{"error":"stopping"}"#).unwrap();
         assert_eq!(back.order, None);
+    }
+
+    #[test]
+    fn status_and_wait_answers_keep_their_field_names() {
+        let status = EntryStatus {
+            message_id: "a".into(),
+            order: 3,
+            content: "hi".into(),
+            acks: 2,
+            held_by: vec!["master".into(), "s1".into()],
+        };
+        assert_eq!(
+            as_json(&status),
+            json!({"message_id": "a", "order": 3, "content": "hi", "acks": 2, "held_by": ["master", "s1"]})
+        );
+        let late = NotYetApplied {
+            error: "late".into(),
+            applied: 4,
+        };
+        assert_eq!(as_json(&late), json!({"error": "late", "applied": 4}));
+        assert_eq!(as_json(&Ready::default()), json!({"status": "ready"}));
     }
 }

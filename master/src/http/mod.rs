@@ -1,6 +1,7 @@
 //! The master's HTTP API: `POST /messages`, `GET /messages`, `GET /health` (liveness, with
 //! the cluster as the master sees it) and `GET /ready` (readiness: writable and connected).
 
+mod entry_status;
 mod error;
 mod handlers;
 
@@ -61,6 +62,7 @@ pub fn router(state: AppState) -> Router {
             "/messages",
             get(handlers::list_messages).post(handlers::post_message),
         )
+        .route("/messages/{message_id}", get(entry_status::entry_status))
         .route("/health", get(handlers::health))
         .route("/ready", get(handlers::ready))
         .fallback(handlers::not_found)
