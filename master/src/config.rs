@@ -58,6 +58,16 @@ pub struct MasterConfig {
     #[arg(long, env = "REPLOG_CONFIRM_TIMEOUT_MS", default_value_t = 5000)]
     pub confirm_timeout_ms: u64,
 
+    /// Most entries in one entries message: whatever is stored and not yet published goes out
+    /// at once, in runs of up to this many (1 publishes one message per entry).
+    #[arg(long, env = "REPLOG_RUN_ENTRIES", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub run_entries: u64,
+
+    /// Most bytes of ids and contents in one entries message (a larger single entry still goes,
+    /// alone).
+    #[arg(long, env = "REPLOG_RUN_BYTES", default_value_t = 256 * 1024, value_parser = clap::value_parser!(u64).range(1..=16 * 1024 * 1024))]
+    pub run_bytes: u64,
+
     /// Base URL of a secondary to refill the log from at start (`GET /messages?from=`): every
     /// entry it holds beyond this log's end is appended, after checking that it holds this
     /// log's last entry under the same message id. The way out of the divergence fence (a log

@@ -17,7 +17,7 @@ use futures_util::stream::{FuturesOrdered, StreamExt};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation};
 use replog_common::rules::confirm_window::{ConfirmWindow, Decision};
-use replog_common::wire::EntryMessage;
+use replog_common::wire::run::{encode_run, RunLimits, RUN_TYPE};
 use replog_common::{Entry, Incarnation, NodeId, Order};
 use replog_shell::amqp::{self, close_channel, AmqpError, Backoff, Broker};
 use replog_shell::store::{self, LogStore, StoreError};
@@ -52,6 +52,8 @@ pub struct PublisherSettings {
     /// This master's data directory incarnation, stamped on every entry: a secondary reports
     /// it back, so that a position beyond the log is evidence only when this master published it.
     pub incarnation: Incarnation,
+    /// How large one entries message may grow (`--run-entries`, `--run-bytes`).
+    pub runs: RunLimits,
 }
 
 /// The outcome of one publish: its order and the broker's confirm. Timeouts are the
@@ -191,11 +193,17 @@ impl Publisher {
                         }
                     }
                 };
-                for entry in &entries {
-                    match self.publish(channel, entry).await {
+                // Whatever is stored and unpublished goes out now, in runs of up to the limits:
+                // a lone write travels alone, a burst shares few messages.
+                let mut rest = &entries[..];
+                while !rest.is_empty() {
+                    let (run, after) = rest.split_at(self.settings.runs.take(rest));
+                    rest = after;
+                    match self.publish(channel, run).await {
                         Ok(confirm) => {
                             confirms.push_back(confirm);
-                            self.window.published(entry.order, Instant::now());
+                            let (first, last) = (run[0].order, run[run.len() - 1].order);
+                            self.window.published_run(first, last, Instant::now());
                         }
                         Err(error) => {
                             self.window.channel_lost();
@@ -277,16 +285,21 @@ impl Publisher {
         store::blocking(move || store.read(from, limit)).await
     }
 
+    /// Publishes `run` (consecutive stored entries) as one message; its confirm is named by
+    /// the run's last order.
     async fn publish(
         &self,
         channel: &Channel,
-        entry: &Entry,
+        run: &[Entry],
     ) -> Result<ConfirmFuture, lapin::Error> {
-        let payload = EntryMessage::encode_from(entry, self.settings.incarnation);
+        let payload = encode_run(run, Some(self.settings.incarnation));
+        let (first, last) = (run[0].order, run[run.len() - 1].order);
         let properties = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
-            .with_message_id(entry.message_id.as_str().into());
+            .with_type(RUN_TYPE.into())
+            // Names the run in the management UI's "get messages": its orders.
+            .with_message_id(format!("{first}-{last}").into());
         let confirm = channel
             .basic_publish(
                 self.settings.topology.entries_exchange().into(),
@@ -299,9 +312,8 @@ impl Publisher {
                 properties,
             )
             .await?;
-        tracing::trace!(order = %entry.order, "entry published");
-        let order = entry.order;
-        Ok(Box::pin(async move { (order, confirm.await) }))
+        tracing::trace!(%first, %last, "run published");
+        Ok(Box::pin(async move { (last, confirm.await) }))
     }
 }
 

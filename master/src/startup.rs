@@ -11,6 +11,7 @@ use crate::refill;
 use crate::replication::{self, Replication};
 use crate::write_request::WriteLimits;
 use crate::writer::{DedupFlush, LogWriter};
+use replog_common::wire::run::RunLimits;
 use replog_shell::amqp::{AmqpUrl, Broker};
 use replog_shell::shutdown::supervised;
 use replog_shell::startup::{self, StartError};
@@ -133,6 +134,10 @@ impl Application {
             queue_type: config.broker.queue_type,
             confirm_timeout: Duration::from_millis(config.confirm_timeout_ms),
             incarnation,
+            runs: RunLimits {
+                entries: config.run_entries as usize,
+                bytes: config.run_bytes as usize,
+            },
         };
         let publisher = Publisher::new(
             broker.clone(),

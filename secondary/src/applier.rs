@@ -36,8 +36,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-/// Most entries taken in one batch.
-const MAX_BATCH: usize = 1024;
+/// Most deliveries (each a run of up to `--run-entries` entries) or fetched entries taken in
+/// one batch.
+const MAX_BATCH: usize = 256;
 
 /// The applier's state.
 pub struct Applier {
@@ -154,10 +155,10 @@ impl Applier {
     }
 
     async fn apply(&mut self, batch: Vec<Incoming>) -> Result<(), StoreError> {
-        let offers: Vec<Offer> = batch
-            .into_iter()
-            .map(|incoming| self.offer(incoming))
-            .collect();
+        let mut offers: Vec<Offer> = Vec::with_capacity(batch.len());
+        for incoming in batch {
+            self.offer(incoming, &mut offers);
+        }
         let lookups = self.engine.lookups(&offers);
         let stored_ids = if lookups.is_empty() {
             StoredIds::new()
@@ -209,29 +210,36 @@ impl Applier {
         Ok(())
     }
 
-    /// Turns an incoming entry into an offer, keeping its acker under a fresh tag.
-    fn offer(&mut self, incoming: Incoming) -> Offer {
+    /// Turns incoming entries into offers; a delivery's acker is kept under one fresh tag that
+    /// all of its entries share (the engine settles it once, when the last is stored).
+    fn offer(&mut self, incoming: Incoming, offers: &mut Vec<Offer>) {
         match incoming.source {
             Source::Queue {
                 acker,
                 redelivered,
                 master_incarnation,
             } => {
+                let last = incoming.entries[incoming.entries.len() - 1].order;
                 // Only entries not applied yet: a duplicate says nothing of what is stored.
                 if let Some(master) = master_incarnation {
-                    if incoming.entry.order > *self.applied.borrow() {
-                        self.stamped.insert(incoming.entry.order, master);
+                    if last > *self.applied.borrow() {
+                        self.stamped.insert(last, master);
                     }
                 }
                 if redelivered {
-                    tracing::debug!(order = %incoming.entry.order, "entry redelivered by the broker");
+                    tracing::debug!(first = %incoming.entries[0].order, %last, "entries redelivered by the broker");
                 }
                 let tag = DeliveryTag(self.next_tag);
                 self.next_tag += 1;
                 self.ackers.insert(tag, acker);
-                Offer::delivered(incoming.entry, tag)
+                offers.extend(
+                    incoming
+                        .entries
+                        .into_iter()
+                        .map(|entry| Offer::delivered(entry, tag)),
+                );
             }
-            Source::Master => Offer::fetched(incoming.entry),
+            Source::Master => offers.extend(incoming.entries.into_iter().map(Offer::fetched)),
         }
     }
 

@@ -293,7 +293,7 @@ impl CatchUp {
         }
         for entry in entries {
             let incoming = Incoming {
-                entry,
+                entries: vec![entry],
                 source: Source::Master,
             };
             if self.inbox.send(incoming).await.is_err() {

@@ -11,7 +11,8 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Consumer};
-use replog_common::wire::EntryMessage;
+use replog_common::wire::run::decode_run;
+use replog_common::wire::WireError;
 use replog_common::NodeId;
 use replog_shell::amqp::{self, AmqpError, Broker};
 use replog_shell::topology::{QueueType, Topology};
@@ -112,8 +113,17 @@ pub async fn run(
                     continue 'connect;
                 }
             };
-            let published = match EntryMessage::decode_published(&delivery.data) {
+            let published = match decode_run(&delivery.data) {
                 Ok(published) => published,
+                Err(error @ WireError::UnsupportedVersion { .. }) => {
+                    // Not ours to guess at, nor to drop: leave it in the queue for a node that
+                    // reads it, and stop, so that an operator upgrades this one.
+                    tracing::error!(%error, "stopping: the master publishes a format this secondary does not read");
+                    settings.connected.set(false);
+                    stop.cancel();
+                    last_channel = Some(channel);
+                    break 'connect;
+                }
                 Err(error) => {
                     tracing::error!(%error, "rejecting a message that is not a replog entry");
                     let _ = delivery
@@ -123,9 +133,9 @@ pub async fn run(
                     continue;
                 }
             };
-            tracing::trace!(order = %published.entry.order, "entry delivered");
+            tracing::trace!(first = %published.entries[0].order, count = published.entries.len(), "entries delivered");
             let incoming = Incoming {
-                entry: published.entry,
+                entries: published.entries,
                 source: Source::Queue {
                     acker: delivery.acker,
                     redelivered: delivery.redelivered,

@@ -21,11 +21,12 @@ pub enum Source {
     Master,
 }
 
-/// One entry for the applier.
+/// Entries for the applier from one source: one delivery (a run of consecutive entries, settled
+/// as one), or one entry fetched from the master.
 #[derive(Debug)]
 pub struct Incoming {
-    /// The entry.
-    pub entry: Entry,
+    /// Consecutive entries, in order, at least one.
+    pub entries: Vec<Entry>,
     /// Its source.
     pub source: Source,
 }

@@ -315,11 +315,17 @@ impl ApplyEngine {
     /// taken as a duplicate). Settles nothing: the deliveries wait for
     /// [`ApplyEngine::on_stored`], except conflicting ones ([`ApplyPlan::reject`]) and those
     /// refused after a divergence ([`ApplyPlan::abandon`]).
+    ///
+    /// One delivery may carry a run of consecutive entries (several offers with the same tag,
+    /// in order): it is settled once, when the run's last entry is stored, as fresh if any of
+    /// its entries was; rejected or abandoned as a whole if any of them is.
     pub fn on_batch(&mut self, offers: Vec<Offer>, stored: &StoredIds) -> ApplyPlan {
         let mut plan = ApplyPlan {
             verdicts: Vec::with_capacity(offers.len()),
             ..ApplyPlan::default()
         };
+        // Each delivery of this batch: the last order it carries, and how it settles.
+        let mut deliveries: Vec<(DeliveryTag, Order, Settle)> = Vec::new();
         for offer in offers {
             let order = offer.entry.order;
             let fetched = offer.delivery.is_none();
@@ -360,10 +366,26 @@ impl ApplyEngine {
                 Offered::Duplicate => (Verdict::Duplicate { order, fetched }, Settle::Duplicate),
             };
             if let Some(tag) = offer.delivery {
-                self.waiting.entry(order).or_default().push((tag, settle));
+                match deliveries.last_mut() {
+                    Some((last_tag, last_order, run_settle)) if *last_tag == tag => {
+                        *last_order = order;
+                        if settle == Settle::Fresh {
+                            *run_settle = Settle::Fresh;
+                        }
+                    }
+                    _ => deliveries.push((tag, order, settle)),
+                }
             }
             plan.verdicts.push(verdict);
         }
+        for (tag, last, settle) in deliveries {
+            if plan.reject.contains(&tag) || plan.abandon.contains(&tag) {
+                continue;
+            }
+            self.waiting.entry(last).or_default().push((tag, settle));
+        }
+        plan.reject.dedup();
+        plan.abandon.dedup();
         plan
     }
 
@@ -424,6 +446,54 @@ mod tests {
         let mut tags: Vec<u64> = settlements.iter().map(|s| s.tag.0).collect();
         tags.sort_unstable();
         tags
+    }
+
+    /// One delivery carrying the run `first..=last`.
+    fn delivered_run(first: u64, last: u64, tag: u64) -> Vec<Offer> {
+        (first..=last).map(|order| delivered(order, tag)).collect()
+    }
+
+    #[test]
+    fn a_run_is_settled_once_when_its_last_entry_is_stored() {
+        let mut engine = ApplyEngine::new(Order::ZERO);
+        // Tag 1 carries 1..=3; tag 2 carries 5..=6 (held back: 4 is missing).
+        let mut offers = delivered_run(1, 3, 1);
+        offers.extend(delivered_run(5, 6, 2));
+        let plan = engine.on_batch(offers, &StoredIds::new());
+        assert_eq!(orders(&plan.append), [1, 2, 3]);
+        let settled = engine.on_stored();
+        assert_eq!(tags(&settled), [1], "one settle for the whole run");
+        assert_eq!(settled[0].order, Order(3));
+        // A redelivered run overlapping what is stored (2..=4) is trimmed, not rejected: 4 is
+        // new, 2 and 3 are duplicates; the delivery settles as fresh once 4 is stored, and the
+        // held-back run 5..=6 with it.
+        let plan = engine.on_batch(delivered_run(2, 4, 3), &StoredIds::new());
+        assert_eq!(orders(&plan.append), [4, 5, 6]);
+        let settled = engine.on_stored();
+        assert_eq!(tags(&settled), [2, 3]);
+        assert!(settled.iter().all(|s| s.settle == Settle::Fresh));
+        // A run entirely duplicate is acked as a duplicate.
+        engine.on_batch(delivered_run(1, 6, 4), &StoredIds::new());
+        let settled = engine.on_stored();
+        assert_eq!(
+            (tags(&settled), settled[0].settle),
+            (vec![4], Settle::Duplicate)
+        );
+    }
+
+    #[test]
+    fn a_run_with_a_conflicting_entry_is_rejected_as_a_whole() {
+        let mut engine = ApplyEngine::new(Order::ZERO);
+        engine.on_batch(delivered_run(1, 2, 1), &StoredIds::new());
+        engine.on_stored();
+        let mut offers = vec![Offer::delivered(forged(2), DeliveryTag(2))];
+        offers.extend(delivered_run(3, 4, 2));
+        let plan = engine.on_batch(offers, &StoredIds::new());
+        assert_eq!(plan.reject, [DeliveryTag(2)]);
+        assert!(
+            engine.on_stored().is_empty(),
+            "a rejected delivery is not settled again"
+        );
     }
 
     #[test]

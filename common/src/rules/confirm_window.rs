@@ -32,9 +32,12 @@ pub enum Decision {
     },
 }
 
-/// One publish waiting for its confirm.
+/// One publish waiting for its confirm: a run of consecutive entries ending at `last` (one
+/// AMQP message, one confirm).
 #[derive(Debug, Clone, Copy)]
 struct InFlight {
+    /// The last order of the run; the run starts right after the previous publish's `last`.
+    last: Order,
     /// When it was published: its confirm is due `timeout` later.
     published_at: Instant,
     /// Whether the broker confirmed it while an earlier publish is still unconfirmed.
@@ -46,9 +49,9 @@ struct InFlight {
 pub struct ConfirmWindow {
     /// Everything up to here is confirmed by the broker.
     confirmed: Order,
-    /// Publishes after `confirmed`, in order: `in_flight[i]` is order `confirmed + 1 + i`.
+    /// Publishes after `confirmed`, in order, each a run ending at its `last`.
     in_flight: VecDeque<InFlight>,
-    /// Most publishes awaiting a confirm at once; bounds what a slow broker makes us hold.
+    /// Most entries awaiting a confirm at once; bounds what a slow broker makes us hold.
     capacity: usize,
     /// How long a publish may stay unconfirmed before everything is published again.
     timeout: Duration,
@@ -73,17 +76,20 @@ impl ConfirmWindow {
 
     /// The order to publish next.
     pub fn next(&self) -> Order {
-        Order(self.confirmed.get() + 1 + self.in_flight.len() as u64)
+        self.in_flight
+            .back()
+            .map_or(self.confirmed, |publish| publish.last)
+            .next()
     }
 
-    /// How many publishes await a confirm.
+    /// How many entries await a confirm.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
+        (self.next().get() - self.confirmed.get() - 1) as usize
     }
 
     /// How many more entries may be published before a confirm comes in.
     pub fn room(&self) -> usize {
-        self.capacity.saturating_sub(self.in_flight.len())
+        self.capacity.saturating_sub(self.in_flight())
     }
 
     /// When the oldest unconfirmed publish times out, if anything is in flight: the caller
@@ -94,28 +100,37 @@ impl ConfirmWindow {
             .map(|publish| publish.published_at + self.timeout)
     }
 
-    /// Records that `order` was published at `now`. Orders are published in sequence: `order`
-    /// must be [`ConfirmWindow::next`], and [`ConfirmWindow::room`] must not be zero.
+    /// Records that `order` alone was published at `now` (a run of one).
     pub fn published(&mut self, order: Order, now: Instant) {
-        debug_assert_eq!(order, self.next(), "entries are published in order");
+        self.published_run(order, order, now);
+    }
+
+    /// Records that the run `first..=last` was published as one message at `now`. Runs are
+    /// published in sequence: `first` must be [`ConfirmWindow::next`], and
+    /// [`ConfirmWindow::room`] must not be zero. Its confirm is named by `last`.
+    pub fn published_run(&mut self, first: Order, last: Order, now: Instant) {
+        debug_assert_eq!(first, self.next(), "entries are published in order");
+        debug_assert!(last >= first, "a run holds at least one entry");
         debug_assert!(self.room() > 0, "the window is full");
         self.in_flight.push_back(InFlight {
+            last,
             published_at: now,
             acked: false,
         });
     }
 
-    /// The broker confirmed `order`. Advances when `order` closes the confirmed prefix; an ack
-    /// of an order already confirmed or never published changes nothing.
+    /// The broker confirmed the publish whose run ends at `order`. Advances when it closes the
+    /// confirmed prefix; an ack of something already confirmed or never published changes
+    /// nothing.
     pub fn acked(&mut self, order: Order) -> Decision {
         let Some(publish) = self.slot(order) else {
             return Decision::Nothing;
         };
         publish.acked = true;
         let before = self.confirmed;
-        while self.in_flight.front().is_some_and(|publish| publish.acked) {
+        while let Some(publish) = self.in_flight.front().filter(|publish| publish.acked) {
+            self.confirmed = publish.last;
             self.in_flight.pop_front();
-            self.confirmed = self.confirmed.next();
         }
         if self.confirmed > before {
             Decision::Advance(self.confirmed)
@@ -163,10 +178,13 @@ impl ConfirmWindow {
         }
     }
 
-    /// The in-flight publish of `order`, if there is one.
+    /// The in-flight publish whose run ends at `order`, if there is one.
     fn slot(&mut self, order: Order) -> Option<&mut InFlight> {
-        let offset = order.get().checked_sub(self.confirmed.get() + 1)?;
-        self.in_flight.get_mut(usize::try_from(offset).ok()?)
+        let at = self
+            .in_flight
+            .binary_search_by_key(&order, |publish| publish.last)
+            .ok()?;
+        self.in_flight.get_mut(at)
     }
 }
 
@@ -183,6 +201,35 @@ mod tests {
             window.published(Order(order), at);
         }
         window
+    }
+
+    #[test]
+    fn runs_are_confirmed_by_their_last_order() {
+        let at = Instant::now();
+        let mut window = ConfirmWindow::new(Order(0), 100, TIMEOUT);
+        window.published_run(Order(1), Order(4), at);
+        window.published_run(Order(5), Order(5), at);
+        window.published_run(Order(6), Order(9), at);
+        assert_eq!(
+            (window.next(), window.in_flight(), window.room()),
+            (Order(10), 9, 91)
+        );
+        // An ack naming an order inside a run is no ack of this window's.
+        assert_eq!(window.acked(Order(2)), Decision::Nothing);
+        assert_eq!(
+            window.acked(Order(9)),
+            Decision::Nothing,
+            "an earlier run is unconfirmed"
+        );
+        assert_eq!(window.acked(Order(4)), Decision::Advance(Order(4)));
+        assert_eq!(window.acked(Order(5)), Decision::Advance(Order(9)));
+        assert_eq!((window.confirmed(), window.in_flight()), (Order(9), 0));
+        window.published_run(Order(10), Order(20), at);
+        assert_eq!(
+            window.nacked(Order(20)),
+            Decision::Republish { from: Order(10) }
+        );
+        assert_eq!(window.next(), Order(10));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! node meeting a format it does not know refuses it with a clear error instead of guessing:
 //!
 //! ```json
-//! {"v": 1, "entries": [{"message_id": "a", "order": 7, "content": "..."}, ...]}
+//! {"v": 1, "master_incarnation": "…", "entries": [{"message_id": "a", "order": 7, "content": "..."}, ...]}
 //! ```
 //!
 //! The AMQP `type` property carries [`RUN_TYPE`] too, for people reading queues in the
@@ -16,7 +16,7 @@
 use super::amqp::EntryMessage;
 use super::WireError;
 use crate::entry::Entry;
-use crate::ids::Order;
+use crate::ids::{Incarnation, Order};
 use serde::{Deserialize, Serialize};
 
 /// The version of the run format this build writes and reads.
@@ -75,15 +75,28 @@ struct Version {
 struct RunMessage {
     /// [`RUN_VERSION`].
     v: u32,
+    /// The publishing master's data-directory incarnation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    master_incarnation: Option<Incarnation>,
     /// Consecutive entries, in order.
     entries: Vec<EntryMessage>,
 }
 
-/// Encodes `entries` (consecutive, non-empty) as one run message.
-pub fn encode_run(entries: &[Entry]) -> Vec<u8> {
+/// A decoded entries message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedRun {
+    /// Consecutive entries, in order, at least one.
+    pub entries: Vec<Entry>,
+    /// The publishing master's incarnation, when it stamped one.
+    pub master_incarnation: Option<Incarnation>,
+}
+
+/// Encodes `entries` (consecutive, non-empty) as one run message from the master `master`.
+pub fn encode_run(entries: &[Entry], master: Option<Incarnation>) -> Vec<u8> {
     debug_assert!(!entries.is_empty(), "a run holds at least one entry");
     let message = RunMessage {
         v: RUN_VERSION,
+        master_incarnation: master,
         entries: entries.iter().map(EntryMessage::from).collect(),
     };
     serde_json::to_vec(&message).expect("a run serialises")
@@ -91,17 +104,27 @@ pub fn encode_run(entries: &[Entry]) -> Vec<u8> {
 
 /// Decodes a message from `<ns>.entries`: a run of this version, or a single entry of an
 /// earlier build (no `v`). A newer version is refused with [`WireError::UnsupportedVersion`].
-pub fn decode_run(payload: &[u8]) -> Result<Vec<Entry>, WireError> {
+pub fn decode_run(payload: &[u8]) -> Result<PublishedRun, WireError> {
     let malformed = |e: serde_json::Error| WireError::Malformed(e.to_string());
     let version: Version = serde_json::from_slice(payload).map_err(malformed)?;
-    let entries = match version.v {
-        None => vec![EntryMessage::decode(payload)?],
+    let run = match version.v {
+        None => {
+            let single = EntryMessage::decode_published(payload)?;
+            PublishedRun {
+                entries: vec![single.entry],
+                master_incarnation: single.master_incarnation,
+            }
+        }
         Some(RUN_VERSION) => {
             let run: RunMessage = serde_json::from_slice(payload).map_err(malformed)?;
-            run.entries
-                .into_iter()
-                .map(Entry::try_from)
-                .collect::<Result<Vec<_>, _>>()?
+            PublishedRun {
+                entries: run
+                    .entries
+                    .into_iter()
+                    .map(Entry::try_from)
+                    .collect::<Result<Vec<_>, _>>()?,
+                master_incarnation: run.master_incarnation,
+            }
         }
         Some(other) => {
             return Err(WireError::UnsupportedVersion {
@@ -110,8 +133,8 @@ pub fn decode_run(payload: &[u8]) -> Result<Vec<Entry>, WireError> {
             })
         }
     };
-    check_consecutive(&entries)?;
-    Ok(entries)
+    check_consecutive(&run.entries)?;
+    Ok(run)
 }
 
 /// A run must hold at least one entry, in consecutive orders.
@@ -136,16 +159,19 @@ mod tests {
     #[test]
     fn a_run_round_trips() {
         let run: Vec<Entry> = (5..=9).map(Entry::sample).collect();
-        let payload = encode_run(&run);
-        assert!(payload.starts_with(br#"{"v":1,"entries":["#));
-        assert_eq!(decode_run(&payload).unwrap(), run);
+        let master = Incarnation::from_u128(7);
+        let payload = encode_run(&run, Some(master));
+        assert!(payload.starts_with(br#"{"v":1,"master_incarnation":"#));
+        let decoded = decode_run(&payload).unwrap();
+        assert_eq!(decoded.entries, run);
+        assert_eq!(decoded.master_incarnation, Some(master));
     }
 
     #[test]
     fn a_single_entry_of_an_earlier_build_is_still_read() {
         let entry = Entry::sample(3);
         assert_eq!(
-            decode_run(&EntryMessage::encode(&entry)).unwrap(),
+            decode_run(&EntryMessage::encode(&entry)).unwrap().entries,
             vec![entry]
         );
     }
@@ -169,7 +195,7 @@ mod tests {
         let mut run: Vec<Entry> = (1..=3).map(Entry::sample).collect();
         run.swap(1, 2);
         assert_eq!(
-            decode_run(&encode_run(&run)),
+            decode_run(&encode_run(&run, None)),
             Err(WireError::NotConsecutive {
                 expected: 2,
                 got: 3

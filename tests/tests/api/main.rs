@@ -20,6 +20,7 @@
 //! - [`durability`]: nodes killed with SIGKILL come back with what they stored.
 //! - [`recovery`]: torn and corrupt records in a node's log are cut at start-up, never served.
 //! - [`broker`]: a private broker is stopped or killed and started again; every node recovers.
+//! - [`wire_format`]: runs of entries in one versioned message; unknown versions refused.
 //! - [`paging`]: `GET /messages?from=&limit=`.
 //! - [`startup`]: the one stdout line every node prints once bound, and health reports.
 //! - [`membership`]: heartbeats and node states on the master's `/health`, quorum read-only
@@ -50,4 +51,5 @@ mod recovery;
 mod self_check;
 mod startup;
 mod validation;
+mod wire_format;
 mod write_concern;

@@ -128,9 +128,12 @@ async fn a_gap_only_the_master_can_fill_holds_back_no_more_than_the_prefetch() {
     // s2 starts for the first time while the master is down and its queue holds entries
     // 2..=61 but not entry 1, which exists only on the master and s1. Until the master is back
     // s2 can apply nothing, and it must not take the whole queue into memory meanwhile:
-    // held-back deliveries stay unacked, so the prefetch window bounds them.
+    // held-back deliveries stay unacked, so the prefetch window bounds them. The prefetch
+    // counts deliveries, each a run of up to --run-entries entries: with runs of one, it
+    // counts entries, which this test can see on /health.
     const PREFETCH: u64 = 8;
     let mut cluster = TestCluster::builder()
+        .master_args(&["--run-entries", "1"])
         .secondary_args("s2", &["--prefetch", &PREFETCH.to_string()])
         .start_master_only()
         .await;
