@@ -37,6 +37,12 @@ pub const LAG_SAMPLE_EVERY: Duration = Duration::from_millis(100);
 /// How long the warm-up write may take (queues of a fresh quorum group take a moment).
 const WARM_UP_LIMIT: Duration = Duration::from_secs(30);
 
+/// How long closing a channel or connection may take before it is abandoned.
+const CLOSE_LIMIT: Duration = Duration::from_secs(5);
+
+/// How long connecting may take.
+const CONNECT_LIMIT: Duration = Duration::from_secs(10);
+
 /// What the bare pipeline needs to know.
 #[derive(Debug, Clone)]
 pub struct RawSpec {
@@ -88,6 +94,9 @@ pub enum RawError {
     /// The broker refused or went away.
     #[error("broker: {0}")]
     Amqp(#[from] lapin::Error),
+    /// The broker did not let us in in time.
+    #[error("no AMQP connection within {0:?}")]
+    Connect(Duration),
     /// The first write never completed.
     #[error("the warm-up write did not come back from every consumer within {0:?}: {1}")]
     WarmUp(Duration, String),
@@ -195,8 +204,14 @@ impl Publisher {
 }
 
 /// Connects (each consumer and the publisher separately).
-async fn connect(amqp_url: &str) -> Result<Connection, lapin::Error> {
-    Connection::connect(amqp_url, ConnectionProperties::default()).await
+async fn connect(amqp_url: &str) -> Result<Connection, RawError> {
+    tokio::time::timeout(
+        CONNECT_LIMIT,
+        Connection::connect(amqp_url, ConnectionProperties::default()),
+    )
+    .await
+    .map_err(|_| RawError::Connect(CONNECT_LIMIT))?
+    .map_err(RawError::from)
 }
 
 async fn run_named(spec: &RawSpec, names: &Names) -> Result<RawOutcome, RawError> {
@@ -326,8 +341,16 @@ async fn run_named(spec: &RawSpec, names: &Names) -> Result<RawOutcome, RawError
     stop.cancel();
     let lag_samples = sampler.await.unwrap_or_default();
     let mut lag = Vec::new();
-    for (index, task) in consumer_tasks.into_iter().enumerate() {
-        let mut delivery = task.await.unwrap_or_default();
+    for (index, mut task) in consumer_tasks.into_iter().enumerate() {
+        // A consumer stuck on a broker that stopped answering is given up on, not waited for.
+        let mut delivery = match tokio::time::timeout(CLOSE_LIMIT * 2, &mut task).await {
+            Ok(joined) => joined.unwrap_or_default(),
+            Err(_) => {
+                task.abort();
+                eprintln!("consumer {} did not stop in time", index + 1);
+                Vec::new()
+            }
+        };
         lag.push(ConsumerLag {
             name: format!("q{}", index + 1),
             entries: LagEntries::of(lag_samples.get(index).map_or(&[][..], Vec::as_slice)),
@@ -342,10 +365,10 @@ async fn run_named(spec: &RawSpec, names: &Names) -> Result<RawOutcome, RawError
     )
     .await;
     let unconfirmed = publisher.unconfirmed.load(Ordering::Relaxed);
-    for connection in consumer_connections {
-        let _ = connection.close(200, "bench done".into()).await;
+    // A close the broker never answers must not hold the whole benchmark up.
+    for connection in consumer_connections.iter().chain([&publisher_connection]) {
+        let _ = tokio::time::timeout(CLOSE_LIMIT, connection.close(200, "bench done".into())).await;
     }
-    let _ = publisher_connection.close(200, "bench done".into()).await;
     Ok(RawOutcome {
         outcome,
         lag,
@@ -436,6 +459,9 @@ async fn consume(
             break;
         }
     }
+    // Closed here rather than by the last handle's drop, so that the connection's close does
+    // not race a channel close still in flight.
+    let _ = tokio::time::timeout(CLOSE_LIMIT, channel.close(200, "bench done".into())).await;
     lags
 }
 
