@@ -50,6 +50,10 @@ pub struct AckConsumer {
     pub incarnation: Incarnation,
     /// Set while the consumer's channel is up.
     pub connected: Arc<AtomicBool>,
+    /// Where the log ended when this master started: a follower of this master's incarnation
+    /// holds the same entries up to here (what the master appended since may differ from what
+    /// a follower holds beyond this log's end).
+    pub recovered_end: Order,
 }
 
 /// Which warnings were given, so that each is given once (or once per [`WARN_EVERY`]).
@@ -147,13 +151,15 @@ impl AckConsumer {
             && report.master_incarnation == Some(self.incarnation);
         self.carry_out(&report, age, heard, warned, now);
         if fenced_follower {
-            // It follows this very master, so it holds everything this (shortened) log still
-            // has: count that much toward write concerns, so that retries of writes the log
-            // kept are answered while the fence stands.
+            // It follows this very master, so it holds what this (shortened) log held when the
+            // master started: count that much toward write concerns, so that retries of writes
+            // the log kept are answered while the fence stands. Not beyond: an entry appended
+            // since may differ from the one the follower holds at its order.
+            let kept = self.recovered_end.min(last_order);
             let capped = self.replication.on_report(
                 &report.id,
                 report.incarnation,
-                last_order,
+                kept,
                 age,
                 last_order,
                 now,

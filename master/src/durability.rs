@@ -11,17 +11,13 @@
 use crate::dedup_keys::DedupKeys;
 use replog_common::rules::dedup::DedupMode;
 use replog_common::{events, Order};
-use replog_shell::store::{DataDir, LogStore, StoreError};
+use replog_shell::store::{self, DataDir, LogStore, StoreError};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::watch;
 
 /// The name of the mark holding the last order the broker confirmed.
 const CONFIRMED_MARK: &str = "confirmed";
-
-/// How often the confirmed mark is refreshed while it changes.
-const MARK_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The dedup index's file in the data directory.
 const DEDUP_FILE: &str = "dedup.redb";
@@ -95,24 +91,39 @@ pub fn recover(path: &Path, mode: DedupMode) -> Result<Recovered, StoreError> {
     })
 }
 
-/// Writes the confirmed order to the data directory while it changes, and once more at the end.
-pub async fn keep_confirmed_mark(data_dir: Arc<DataDir>, mut confirmed: watch::Receiver<Order>) {
-    let mut written = *confirmed.borrow();
+/// Writes the confirmed order to the data directory as soon as it changes (coalescing what
+/// changed meanwhile), and announces each order written on `written`. A replicated write is
+/// answered only once `written` covers it, so that the mark is evidence of every write
+/// acknowledged with `w >= 2` (see the fence). The mark is not fsynced: it survives a process
+/// crash, the case the fence is for; a machine crash that loses it also loses nothing fsynced.
+/// When it cannot be written, the order is announced anyway (the secondaries' reports remain
+/// as evidence) and the failure is logged.
+pub async fn keep_confirmed_mark(
+    data_dir: Arc<DataDir>,
+    mut confirmed: watch::Receiver<Order>,
+    written: watch::Sender<Order>,
+) {
+    let mut on_disk = *confirmed.borrow();
     loop {
         let open = confirmed.changed().await.is_ok();
         let current = *confirmed.borrow_and_update();
-        if current != written {
-            match data_dir.write_mark(CONFIRMED_MARK, current) {
-                Ok(()) => written = current,
+        if current != on_disk {
+            let dir = data_dir.clone();
+            match store::blocking(move || dir.write_mark(CONFIRMED_MARK, current)).await {
+                Ok(()) => on_disk = current,
                 Err(error) => {
-                    tracing::warn!(%error, "cannot record the confirmed order; more entries will be republished after a restart")
+                    tracing::warn!(%error, "cannot record the confirmed order; more entries will be republished after a restart, and only the secondaries' reports show what a damaged log lost")
                 }
             }
+            written.send_if_modified(|known| {
+                let advanced = current > *known;
+                *known = (*known).max(current);
+                advanced
+            });
         }
         if !open {
             return;
         }
-        tokio::time::sleep(MARK_INTERVAL).await;
     }
 }
 

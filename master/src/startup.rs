@@ -128,6 +128,10 @@ impl Application {
 
         let tasks = TaskTracker::new();
         let (confirmed, confirmed_rx) = watch::channel(confirmed_at_start);
+        // How far the confirmed mark on disk goes: a replicated write is answered only once
+        // the mark covers it, so the mark is evidence of every acknowledged entry (the fence).
+        let (mark_tx, mark_rx) = watch::channel(confirmed_mark.max(confirmed_at_start));
+        let recovered_end = store.last_order();
         let settings = PublisherSettings {
             topology: topology.clone(),
             secondaries: config.secondaries.clone(),
@@ -154,7 +158,7 @@ impl Application {
         tasks.spawn(supervised(
             "confirmed mark",
             stop.clone(),
-            durability::keep_confirmed_mark(data_dir.clone(), confirmed_rx),
+            durability::keep_confirmed_mark(data_dir.clone(), confirmed_rx, mark_tx),
         ));
         let broker_connected = Arc::new(AtomicBool::new(false));
         let acks = AckConsumer {
@@ -165,6 +169,7 @@ impl Application {
             fence: fence.clone(),
             incarnation,
             connected: broker_connected.clone(),
+            recovered_end,
         };
         tasks.spawn(supervised(
             "ack consumer",
@@ -188,6 +193,7 @@ impl Application {
             },
             max_body_bytes: config.max_body_bytes,
             fence,
+            mark_written: mark_rx,
             broker_connected,
         };
         let listener = startup::bind(config.listen).await?;

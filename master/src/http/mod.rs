@@ -15,9 +15,11 @@ use crate::writer::LogWriter;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::Router;
+use replog_common::Order;
 use replog_shell::store::LogStore;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use tokio::sync::watch;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -34,6 +36,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Raised when the log is shorter than the evidence: no new entries then.
     pub fence: Arc<Fence>,
+    /// How far the `confirmed` mark on disk goes: a replicated write waits for it.
+    pub mark_written: watch::Receiver<Order>,
     /// Whether the ack consumer's channel is up (set by the ack consumer).
     pub broker_connected: Arc<AtomicBool>,
 }
