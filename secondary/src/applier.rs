@@ -28,6 +28,7 @@ use rand::Rng;
 use replog_common::rules::apply::{
     ApplyEngine, Backlog, DeliveryTag, Divergence, Offer, Settle, Settlement, StoredIds, Verdict,
 };
+use replog_common::rules::settle_book::SettleBook;
 use replog_common::{events, Incarnation, Order};
 use replog_shell::store::{LogStore, StoreError};
 use std::collections::{BTreeMap, HashMap};
@@ -56,7 +57,13 @@ pub struct Applier {
     fatal: CancellationToken,
     /// What settles each delivery the engine names by tag. The broker's own delivery tags
     /// restart with every channel, so deliveries are numbered here.
-    ackers: HashMap<DeliveryTag, Acker>,
+    ackers: HashMap<DeliveryTag, Delivery>,
+    /// The unsettled deliveries of the consumer's current channel, for batched acks.
+    book: SettleBook,
+    /// Which channel `book` is about.
+    book_channel: u64,
+    /// Ackers of `book`'s due deliveries, by the broker's tag, until their ack is sent.
+    due: HashMap<u64, Acker>,
     /// The next delivery's tag.
     next_tag: u64,
     /// Set once the engine found a conflicting entry, for `/health` and `/ready`.
@@ -97,6 +104,9 @@ impl Applier {
             fail_rate,
             fatal,
             ackers: HashMap::new(),
+            book: SettleBook::new(),
+            book_channel: 0,
+            due: HashMap::new(),
             next_tag: 0,
             liveness: None,
             diverged: watch::Sender::new(None),
@@ -176,10 +186,12 @@ impl Applier {
             }
         }
         for tag in plan.reject {
-            let acker = self
+            let delivery = self
                 .ackers
                 .remove(&tag)
                 .expect("every rejected tag was handed out with an acker");
+            self.settled_alone(&delivery);
+            let acker = delivery.acker;
             // Without requeue: the entry would only come back and conflict again.
             if let Err(error) = acker.reject(BasicRejectOptions { requeue: false }).await {
                 tracing::warn!(%error, "cannot reject the conflicting delivery");
@@ -201,13 +213,48 @@ impl Applier {
             self.applied.send_replace(last);
         }
         for settlement in self.engine.on_stored() {
-            let acker = self
+            let delivery = self
                 .ackers
                 .remove(&settlement.tag)
                 .expect("every settled tag was handed out with an acker");
-            self.settle(acker, settlement).await;
+            self.settle(delivery, settlement).await;
         }
+        self.send_acks().await;
         Ok(())
+    }
+
+    /// A delivery settled on its own (nacked, rejected): no multiple ack may cover it.
+    fn settled_alone(&mut self, delivery: &Delivery) {
+        if delivery.channel == self.book_channel {
+            self.book.settled_alone(delivery.broker_tag);
+        }
+    }
+
+    /// Sends the acks of every due delivery of the current channel: one `multiple=true` ack
+    /// for the longest prefix of due deliveries, single acks after a held-back one.
+    async fn send_acks(&mut self) {
+        let acks = self.book.take_acks();
+        if let Some(up_to) = acks.multiple_up_to {
+            // The other due ackers at or below `up_to` are covered by this one ack: dropped
+            // unused (acking them too would be an unknown-tag error on the channel).
+            let acker = self.due.remove(&up_to);
+            self.due.retain(|tag, _| *tag > up_to);
+            if let Some(acker) = acker {
+                let options = BasicAckOptions { multiple: true };
+                report_settle(
+                    acker.ack(options).await,
+                    format_args!("ack of every delivery up to tag {up_to}"),
+                );
+            }
+        }
+        for tag in acks.single {
+            if let Some(acker) = self.due.remove(&tag) {
+                report_settle(
+                    acker.ack(BasicAckOptions::default()).await,
+                    format_args!("ack of delivery tag {tag}"),
+                );
+            }
+        }
     }
 
     /// Turns incoming entries into offers; a delivery's acker is kept under one fresh tag that
@@ -216,9 +263,19 @@ impl Applier {
         match incoming.source {
             Source::Queue {
                 acker,
+                channel,
+                delivery_tag,
                 redelivered,
                 master_incarnation,
             } => {
+                if channel != self.book_channel {
+                    // A fresh channel: its tags start again, and nothing of the old one can be
+                    // settled by an ack on it.
+                    self.book = SettleBook::new();
+                    self.book_channel = channel;
+                    self.due.clear();
+                }
+                self.book.delivered(delivery_tag);
                 let last = incoming.entries[incoming.entries.len() - 1].order;
                 // Only entries not applied yet: a duplicate says nothing of what is stored.
                 if let Some(master) = master_incarnation {
@@ -231,7 +288,14 @@ impl Applier {
                 }
                 let tag = DeliveryTag(self.next_tag);
                 self.next_tag += 1;
-                self.ackers.insert(tag, acker);
+                self.ackers.insert(
+                    tag,
+                    Delivery {
+                        acker,
+                        channel,
+                        broker_tag: delivery_tag,
+                    },
+                );
                 offers.extend(
                     incoming
                         .entries
@@ -257,30 +321,53 @@ impl Applier {
         }
     }
 
-    /// Acks a stored delivery, or with `--fail-rate` nacks a fresh one for redelivery.
-    async fn settle(&self, acker: Acker, Settlement { order, settle, .. }: Settlement) {
+    /// Settles a stored delivery: due for a (batched) ack, or with `--fail-rate` nacked at
+    /// once for redelivery. A delivery of an earlier channel is acked on its own (it fails
+    /// harmlessly: the broker redelivers it on the new channel, where it is a duplicate).
+    async fn settle(&mut self, delivery: Delivery, Settlement { order, settle, .. }: Settlement) {
         let fail = settle == Settle::Fresh
             && self.fail_rate > 0.0
             && rand::rng().random_bool(self.fail_rate);
-        let result = if fail {
+        if fail {
             tracing::info!(%order, "failure injection: nacking a stored entry for redelivery");
-            acker
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                })
-                .await
+            self.settled_alone(&delivery);
+            let options = BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            };
+            report_settle(
+                delivery.acker.nack(options).await,
+                format_args!("nack of order {order}"),
+            );
+        } else if delivery.channel == self.book_channel {
+            self.book.due(delivery.broker_tag);
+            self.due.insert(delivery.broker_tag, delivery.acker);
         } else {
-            acker.ack(BasicAckOptions::default()).await
-        };
-        match result {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::debug!(%order, "the delivery's channel is gone; the broker redelivers it")
-            }
-            Err(error) => {
-                tracing::warn!(%order, %error, "cannot settle the delivery; the broker will redeliver it")
-            }
+            let acked = delivery.acker.ack(BasicAckOptions::default()).await;
+            report_settle(acked, format_args!("ack of order {order}"));
+        }
+    }
+}
+
+/// A delivery the applier holds until it may settle it.
+struct Delivery {
+    /// Settles it with the broker.
+    acker: Acker,
+    /// Which of the consumer's channels delivered it.
+    channel: u64,
+    /// The broker's tag of it on that channel.
+    broker_tag: u64,
+}
+
+/// Logs what became of a settle (`what`, e.g. "ack of order 7").
+fn report_settle(result: lapin::Result<bool>, what: std::fmt::Arguments<'_>) {
+    match result {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::debug!("{what}: the delivery's channel is gone; the broker redelivers it")
+        }
+        Err(error) => {
+            tracing::warn!(%error, "{what}: cannot settle; the broker will redeliver it")
         }
     }
 }

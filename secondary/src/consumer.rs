@@ -75,7 +75,11 @@ pub async fn run(
 ) {
     let queue = settings.topology.secondary_queue(&settings.id);
     let mut last_channel = None;
+    // Numbers the channels this consumer opens: the broker's delivery tags restart with each
+    // one, and a `multiple=true` ack only means something on the channel it is sent on.
+    let mut channel_number = 0u64;
     'connect: loop {
+        channel_number += 1;
         settings.connected.set(false);
         let setup = settings.clone();
         let Some((channel, mut consumer)) = broker
@@ -138,6 +142,8 @@ pub async fn run(
                 entries: published.entries,
                 source: Source::Queue {
                     acker: delivery.acker,
+                    channel: channel_number,
+                    delivery_tag: delivery.delivery_tag,
                     redelivered: delivery.redelivered,
                     master_incarnation: published.master_incarnation,
                 },

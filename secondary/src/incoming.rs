@@ -12,6 +12,10 @@ pub enum Source {
     Queue {
         /// Settles the delivery with the broker.
         acker: Acker,
+        /// Which of the consumer's channels delivered it (they are numbered from 1).
+        channel: u64,
+        /// The broker's tag of the delivery on that channel.
+        delivery_tag: u64,
         /// The broker says it delivered this before.
         redelivered: bool,
         /// The incarnation of the master that published it, if it stamped one.

@@ -18,6 +18,7 @@
 //! - [`holdback`]: total order and exactly-once on top of a delivery stream.
 //! - [`apply`]: the applier over delivery tags: what to append, which deliveries to settle
 //!   once stored, which to defer until a gap closes.
+//! - [`settle_book`]: which deliveries one `multiple=true` ack may settle at once.
 //! - [`gap_watch`]: when a gap (or a stalled queue) is fetched from the master instead.
 
 pub mod apply;
@@ -27,4 +28,5 @@ pub mod gap_watch;
 pub mod holdback;
 pub mod membership;
 pub mod sequencer;
+pub mod settle_book;
 pub mod write_concern;
