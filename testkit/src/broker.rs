@@ -149,11 +149,34 @@ pub struct PrivateBroker {
     frozen: bool,
     /// How long the last start took, until AMQP answered.
     last_start: Duration,
+    /// Set for a member of a [`crate::BrokerCluster`]: the shared `HOME` and extra settings.
+    member: Option<Member>,
+}
+
+/// What a cluster member shares with its peers or needs beyond a lone node.
+#[derive(Debug, Clone)]
+pub(crate) struct Member {
+    /// The one `HOME` (and so the one Erlang cookie) of the whole cluster.
+    pub(crate) home: PathBuf,
+    /// Lines appended to `rabbitmq.conf`.
+    pub(crate) extra_conf: String,
+    /// The whole `advanced.config`.
+    pub(crate) advanced_config: String,
 }
 
 impl PrivateBroker {
     /// Creates the node's directory and configuration on fresh free ports and starts it.
     pub async fn start_new(options: BrokerOptions) -> Result<PrivateBroker, BrokerError> {
+        let mut broker = PrivateBroker::create(options, None)?;
+        broker.start().await?;
+        Ok(broker)
+    }
+
+    /// Creates the node's directory and configuration on fresh free ports, not started.
+    pub(crate) fn create(
+        options: BrokerOptions,
+        member: Option<Member>,
+    ) -> Result<PrivateBroker, BrokerError> {
         let scripts = find_scripts().ok_or(BrokerError::NotInstalled)?;
         let dir = match &options.dir {
             Some(path) => {
@@ -183,7 +206,7 @@ impl PrivateBroker {
             }
         };
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let mut broker = PrivateBroker {
+        let broker = PrivateBroker {
             node: format!("replog-{}@localhost", &id[..12]),
             amqp_port: free_port()?,
             dist_port: free_port()?,
@@ -193,9 +216,9 @@ impl PrivateBroker {
             pid: None,
             frozen: false,
             last_start: Duration::ZERO,
+            member,
         };
         broker.write_config()?;
-        broker.start().await?;
         Ok(broker)
     }
 
@@ -352,6 +375,14 @@ impl PrivateBroker {
         Ok(())
     }
 
+    /// Runs `rabbitmqctl -n NODE ARGS...` against this node, with its environment (and so its
+    /// cookie), and returns what it printed.
+    pub async fn rabbitmqctl(&self, args: &[&str], limit: Duration) -> Result<String, BrokerError> {
+        let mut full = vec!["-n", self.node.as_str()];
+        full.extend_from_slice(args);
+        self.run_script("rabbitmqctl", &full, limit).await
+    }
+
     /// Whether the AMQP port answers the protocol header with a `Connection.Start`.
     pub fn answers(&self) -> bool {
         amqp_answers(self.amqp_port).is_ok()
@@ -402,11 +433,17 @@ impl PrivateBroker {
                     "listeners.tcp.default = 127.0.0.1:{}\n\
                      # Tests write little; do not refuse publishers on a busy shared disk.\n\
                      disk_free_limit.absolute = 50MB\n\
-                     log.file.level = info\n",
-                    self.amqp_port
+                     log.file.level = info\n{}",
+                    self.amqp_port,
+                    self.member.as_ref().map_or("", |m| m.extra_conf.as_str()),
                 ),
             ),
-            ("advanced.config", "[].\n".to_owned()),
+            (
+                "advanced.config",
+                self.member
+                    .as_ref()
+                    .map_or_else(|| "[].\n".to_owned(), |m| m.advanced_config.clone()),
+            ),
         ];
         for (name, content) in files {
             let path = dir.join(name);
@@ -421,7 +458,13 @@ impl PrivateBroker {
         let dir = self.dir();
         let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
         vec![
-            ("HOME".into(), path("home")),
+            (
+                "HOME".into(),
+                match &self.member {
+                    Some(member) => member.home.to_string_lossy().into_owned(),
+                    None => path("home"),
+                },
+            ),
             ("RABBITMQ_NODENAME".into(), self.node.clone()),
             ("RABBITMQ_NODE_IP_ADDRESS".into(), "127.0.0.1".into()),
             ("RABBITMQ_NODE_PORT".into(), self.amqp_port.to_string()),
@@ -448,7 +491,7 @@ impl PrivateBroker {
         script: &str,
         args: &[&str],
         limit: Duration,
-    ) -> Result<(), BrokerError> {
+    ) -> Result<String, BrokerError> {
         // Output goes to a file, not a pipe: the VM started by `-detached` could inherit a
         // pipe and keep it open for as long as it runs.
         let out_path = self.dir().join("log").join(format!("{script}.out"));
@@ -478,7 +521,7 @@ impl PrivateBroker {
             .map_err(|source| io(&format!("run {line}"), source))?;
         let output = || std::fs::read_to_string(&out_path).unwrap_or_default();
         match tokio::time::timeout(limit, child.wait()).await {
-            Ok(Ok(status)) if status.success() => Ok(()),
+            Ok(Ok(status)) if status.success() => Ok(output()),
             Ok(Ok(status)) => Err(BrokerError::Command {
                 command: line,
                 status: status.to_string(),
