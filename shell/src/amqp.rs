@@ -27,7 +27,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// How long opening and preparing a channel may take before the attempt counts as failed.
-const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why talking to the broker failed.
 #[derive(Debug, thiserror::Error)]

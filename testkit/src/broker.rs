@@ -646,3 +646,141 @@ pub fn amqp_answers(port: u16) -> Result<(), String> {
         Err(format!("not a Connection.Start frame: {head:?}"))
     }
 }
+
+/// What [`requeue_repeatedly`] saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequeueReport {
+    /// How many deliveries were nacked with requeue in all (fewer than asked when the queue
+    /// went silent for 5 s: messages were dropped).
+    pub deliveries: usize,
+    /// The highest `x-delivery-count` header a delivery carried (quorum queues set it).
+    pub max_delivery_count: i64,
+    /// How many messages the queue held before (a passive declare).
+    pub messages_before: u32,
+    /// How many messages the queue held afterwards (a passive declare).
+    pub messages_after: u32,
+}
+
+/// Consumes `queue` and nacks every delivery with requeue until each message it holds has come
+/// back `rounds` times: a consumer stuck in a fail-requeue loop, the case RabbitMQ 4.x's default
+/// quorum-queue delivery limit (20) dead-letters. Bounded by `limit`.
+pub async fn requeue_repeatedly(
+    amqp_url: &str,
+    queue: &str,
+    rounds: usize,
+    limit: Duration,
+) -> Result<RequeueReport, String> {
+    use futures_util::StreamExt;
+    use lapin::options::{
+        BasicConsumeOptions, BasicNackOptions, BasicQosOptions, QueueDeclareOptions,
+    };
+    use lapin::types::{AMQPValue, FieldTable};
+    let work = async {
+        let url = amqp_url.split(',').next().unwrap_or(amqp_url).trim();
+        let connection = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let count = |channel: lapin::Channel| async move {
+            let declared = channel
+                .queue_declare(
+                    queue.into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| format!("passive declare {queue}: {e}"))?;
+            Ok::<u32, String>(declared.message_count())
+        };
+        let messages_before = count(
+            connection
+                .create_channel()
+                .await
+                .map_err(|e| e.to_string())?,
+        )
+        .await?;
+        let messages = messages_before as usize;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| e.to_string())?;
+        // Every message in flight at once, so each is requeued the same number of times.
+        channel
+            .basic_qos(
+                u16::try_from(messages.max(1)).unwrap_or(u16::MAX),
+                BasicQosOptions::default(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut consumer = channel
+            .basic_consume(
+                queue.into(),
+                "replog-test-requeue".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| format!("consume {queue}: {e}"))?;
+        let mut report = RequeueReport {
+            deliveries: 0,
+            max_delivery_count: 0,
+            messages_before,
+            messages_after: 0,
+        };
+        while report.deliveries < messages * rounds {
+            // Silence means the queue ran dry: what was dropped or dead-lettered shows in
+            // the counts below.
+            let Ok(next) = tokio::time::timeout(Duration::from_secs(5), consumer.next()).await
+            else {
+                break;
+            };
+            let delivery = next
+                .ok_or("the consumer was cancelled")?
+                .map_err(|e| e.to_string())?;
+            let count = delivery
+                .properties
+                .headers()
+                .as_ref()
+                .and_then(|headers| headers.inner().get("x-delivery-count").cloned());
+            let count = match count {
+                Some(AMQPValue::LongLongInt(n)) => n,
+                Some(AMQPValue::LongInt(n)) => i64::from(n),
+                Some(AMQPValue::LongUInt(n)) => i64::from(n),
+                Some(AMQPValue::ShortInt(n)) => i64::from(n),
+                _ => 0,
+            };
+            report.max_delivery_count = report.max_delivery_count.max(count);
+            delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            report.deliveries += 1;
+        }
+        // Closing the channel returns anything still delivered to it to the queue.
+        let _ = channel.close(200, "done".into()).await;
+        // The messages delivered to the closed channel go back to the queue asynchronously (a
+        // quorum queue applies the return through Raft): give them a few seconds.
+        let settle = Instant::now() + Duration::from_secs(10);
+        loop {
+            let channel = connection
+                .create_channel()
+                .await
+                .map_err(|e| e.to_string())?;
+            report.messages_after = count(channel).await?;
+            if report.messages_after >= messages_before || Instant::now() >= settle {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = connection.close(200, "done".into()).await;
+        Ok(report)
+    };
+    tokio::time::timeout(limit, work)
+        .await
+        .map_err(|_| format!("requeueing did not finish within {limit:?}"))?
+}

@@ -89,10 +89,20 @@ pub async fn delete_queues_and_exchanges(
 ) -> Result<(), String> {
     use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
     let cleanup = async {
-        let connection =
-            lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default())
-                .await
-                .map_err(|error| format!("connect: {error}"))?;
+        // `amqp_url` may list a broker cluster's nodes: any node that answers will do.
+        let mut connected = Err("no broker URL".to_owned());
+        for url in amqp_url.split(',').map(str::trim) {
+            let connect = lapin::Connection::connect(url, lapin::ConnectionProperties::default());
+            match tokio::time::timeout(Duration::from_secs(3), connect).await {
+                Ok(Ok(connection)) => {
+                    connected = Ok(connection);
+                    break;
+                }
+                Ok(Err(error)) => connected = Err(format!("connect: {error}")),
+                Err(_) => connected = Err("connect: no answer within 3 s".to_owned()),
+            }
+        }
+        let connection = connected?;
         let mut failures = Vec::new();
         // A failed delete closes its channel, so each one gets a fresh channel.
         for queue in queues {
