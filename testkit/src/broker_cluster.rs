@@ -217,15 +217,21 @@ impl BrokerCluster {
         }
     }
 
-    /// The client connections the cluster holds: (connection name, the broker node's AMQP port
-    /// it is connected to), from `rabbitmqctl list_connections name port` on a healthy node.
+    /// The client connections the cluster holds: (the name the client gave its connection, the
+    /// broker node's AMQP port it is connected to), from `rabbitmqctl list_connections name port` on a healthy node.
     /// This is how a test finds the broker node a replog node is on without the management
     /// plugin.
     pub async fn connections(&self) -> Result<Vec<(String, u16)>, BrokerError> {
         let via = self.healthy_node(None).ok_or(BrokerError::NotRunning)?;
         let out = self.nodes[via]
             .rabbitmqctl(
-                &["list_connections", "name", "port", "--formatter", "json"],
+                &[
+                    "list_connections",
+                    "client_properties",
+                    "port",
+                    "--formatter",
+                    "json",
+                ],
                 CTL_TIMEOUT,
             )
             .await?;
@@ -235,7 +241,7 @@ impl BrokerCluster {
             .map(|rows| {
                 rows.iter()
                     .filter_map(|row| {
-                        let name = row["name"].as_str()?.to_owned();
+                        let name = connection_name(&row["client_properties"]);
                         let port = u16::try_from(row["port"].as_u64()?).ok()?;
                         Some((name, port))
                     })
@@ -313,6 +319,23 @@ fn write_cookie(home: &Path) -> Result<(), BrokerError> {
     std::fs::write(&cookie, value).map_err(|source| io("write the Erlang cookie", source))?;
     std::fs::set_permissions(&cookie, std::fs::Permissions::from_mode(0o400))
         .map_err(|source| io("restrict the Erlang cookie", source))
+}
+
+/// The `connection_name` among a connection's client properties as `rabbitmqctl` prints them
+/// in JSON (`["connection_name", "longstr", "..."]` items, or an object); the whole properties
+/// text when it is not found, so a `contains` still matches.
+fn connection_name(properties: &serde_json::Value) -> String {
+    let from_items = properties.as_array().and_then(|items| {
+        items.iter().find_map(|item| {
+            let item = item.as_array()?;
+            (item.first()?.as_str()? == "connection_name")
+                .then(|| item.last()?.as_str().map(str::to_owned))
+                .flatten()
+        })
+    });
+    from_items
+        .or_else(|| properties["connection_name"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| properties.to_string())
 }
 
 /// The JSON document in `rabbitmqctl --formatter json` output (which may have other lines).

@@ -43,7 +43,7 @@ async fn broker_cluster() -> MutexGuard<'static, BrokerCluster> {
     let cell = CLUSTER
         .get_or_init(|| async {
             let began = Instant::now();
-            let cluster = BrokerCluster::start_new(BrokerOptions::default())
+            let cluster = BrokerCluster::start_new(BrokerOptions { keep_dir: true, ..BrokerOptions::default() })
                 .await
                 .unwrap_or_else(|error| panic!("cannot start the private broker cluster: {error}"));
             cluster
@@ -97,7 +97,7 @@ async fn broker_node_of(cluster: &BrokerCluster, name: &str) -> usize {
     let connections = cluster.connections().await.expect("list_connections");
     let port = connections
         .iter()
-        .find(|(connection, _)| connection == name)
+        .find(|(connection, _)| connection.contains(name))
         .map(|(_, port)| *port)
         .unwrap_or_else(|| panic!("no connection named {name:?} in {connections:?}"));
     cluster
@@ -174,14 +174,33 @@ async fn survives(fault: Fault) {
         assert_eq!(members.len(), CLUSTER_SIZE, "{queue}: {members:?}");
     }
 
-    let target = broker_node_of(&cluster, &format!("replog master ({ns})")).await;
-    let on_target: Vec<String> = cluster
+    // The kill and the freeze hit the master's broker node (its publishes must be re-sent
+    // elsewhere); the graceful stop hits the node holding the most of this cluster's
+    // connections (consumers must move).
+    let connections: Vec<(String, u16)> = cluster
         .connections()
         .await
         .expect("list_connections")
         .into_iter()
+        .filter(|(name, _)| name.contains(&ns))
+        .collect();
+    let target = match fault {
+        Fault::Kill | Fault::Freeze => {
+            broker_node_of(&cluster, &format!("replog master ({ns})")).await
+        }
+        Fault::Stop => (0..CLUSTER_SIZE)
+            .max_by_key(|&index| {
+                connections
+                    .iter()
+                    .filter(|(_, port)| *port == cluster.node(index).port())
+                    .count()
+            })
+            .expect("three nodes"),
+    };
+    let on_target: Vec<&str> = connections
+        .iter()
         .filter(|(_, port)| *port == cluster.node(target).port())
-        .map(|(name, _)| name)
+        .map(|(name, _)| name.as_str())
         .collect();
     eprintln!("{fault:?} broker node {} holding {on_target:?}", target + 1);
 
