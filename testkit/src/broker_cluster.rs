@@ -12,8 +12,10 @@
 //! `RABBITMQ_MNESIA_BASE`, `RABBITMQ_LOG_BASE` and `RABBITMQ_PID_FILE` (see [`crate::broker`]).
 //! Two settings differ from a lone node, both so that faults heal within a test's deadlines:
 //! `net_ticktime` is 10 s (peers notice a frozen node in 10-15 s instead of 60-75 s), and
-//! `cluster_partition_handling = pause_minority` (a thawed node that its peers gave up on pauses
-//! and rejoins instead of staying partitioned).
+//! `cluster_partition_handling = autoheal`: a node thawed after its peers gave up on it comes
+//! back talking to them at once, never counting itself a minority, so `pause_minority` would
+//! leave the cluster partitioned (seen: mnesia's `inconsistent_database` and no healing);
+//! autoheal restarts the losing side, and the node rejoins.
 //!
 //! One node at a time can be killed (SIGKILL), stopped, started, frozen (SIGSTOP) and thawed;
 //! [`BrokerCluster::amqp_urls`] lists every node for `--amqp-url`. Dropping the cluster stops its
@@ -35,7 +37,7 @@ pub const CLUSTER_SIZE: usize = 3;
 const CTL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Settings every member adds to its `rabbitmq.conf`.
-const MEMBER_CONF: &str = "cluster_partition_handling = pause_minority\n";
+const MEMBER_CONF: &str = "cluster_partition_handling = autoheal\n";
 
 /// Every member's `advanced.config`: a frozen peer is noticed after about `net_ticktime`.
 const MEMBER_ADVANCED_CONFIG: &str = "[{kernel, [{net_ticktime, 10}]}].\n";
@@ -63,10 +65,20 @@ impl BrokerCluster {
     /// and third to the first; returns once all three run as one cluster.
     pub async fn start_new(options: BrokerOptions) -> Result<BrokerCluster, BrokerError> {
         let began = Instant::now();
-        let temporary = tempfile::Builder::new()
-            .prefix("replog-broker-cluster-")
-            .tempdir()
-            .map_err(|source| io("create the cluster directory", source))?;
+        // In `options.dir` when given (kept there when told), else a fresh temporary directory.
+        let temporary = match &options.dir {
+            Some(path) => {
+                std::fs::create_dir_all(path)
+                    .map_err(|source| io(&format!("create {}", path.display()), source))?;
+                tempfile::Builder::new()
+                    .prefix("broker-cluster-")
+                    .tempdir_in(path)
+            }
+            None => tempfile::Builder::new()
+                .prefix("replog-broker-cluster-")
+                .tempdir(),
+        }
+        .map_err(|source| io("create the cluster directory", source))?;
         let dir = if options.keep_dir {
             ClusterDir::Kept(temporary.keep())
         } else {
@@ -128,6 +140,11 @@ impl BrokerCluster {
         &self.nodes[index]
     }
 
+    /// One node (0-based), to act on it directly.
+    pub fn node_mut(&mut self, index: usize) -> &mut PrivateBroker {
+        &mut self.nodes[index]
+    }
+
     /// The node listening on this AMQP port, if any.
     pub fn index_of_port(&self, port: u16) -> Option<usize> {
         self.nodes.iter().position(|node| node.port() == port)
@@ -174,11 +191,17 @@ impl BrokerCluster {
 
     /// The cluster's running nodes as `node` sees them (`rabbitmqctl cluster_status`).
     pub async fn running_nodes(&self, via: usize) -> Result<Vec<String>, BrokerError> {
+        Ok(self.cluster_status(via).await?.0)
+    }
+
+    /// `rabbitmqctl cluster_status` on `via`: the running nodes, and whether it reports a
+    /// network partition.
+    async fn cluster_status(&self, via: usize) -> Result<(Vec<String>, bool), BrokerError> {
         let out = self.nodes[via]
             .rabbitmqctl(&["cluster_status", "--formatter", "json"], CTL_TIMEOUT)
             .await?;
         let json = first_json(&out).unwrap_or_default();
-        Ok(json["running_nodes"]
+        let running = json["running_nodes"]
             .as_array()
             .map(|nodes| {
                 nodes
@@ -186,19 +209,27 @@ impl BrokerCluster {
                     .filter_map(|n| n.as_str().map(str::to_owned))
                     .collect()
             })
-            .unwrap_or_default())
+            .unwrap_or_default();
+        let partitioned = match &json["partitions"] {
+            serde_json::Value::Object(map) => !map.is_empty(),
+            serde_json::Value::Array(list) => !list.is_empty(),
+            _ => false,
+        };
+        Ok((running, partitioned))
     }
 
-    /// Waits until every node is running and seen running by a healthy node: a restarted or
-    /// thawed node has rejoined.
+    /// Waits until every node is running, seen running by a healthy node, and no partition is
+    /// reported: a restarted or thawed node has rejoined.
     pub async fn wait_all_running(&self, timeout: Duration) -> Result<(), BrokerError> {
         let deadline = Instant::now() + timeout;
         let mut last = String::new();
         loop {
             if let Some(via) = self.healthy_node(None) {
-                match self.running_nodes(via).await {
-                    Ok(running) if running.len() == self.nodes.len() => return Ok(()),
-                    Ok(running) => last = format!("running: {running:?}"),
+                match self.cluster_status(via).await {
+                    Ok((running, false)) if running.len() == self.nodes.len() => return Ok(()),
+                    Ok((running, partitioned)) => {
+                        last = format!("running: {running:?}, partitioned: {partitioned}")
+                    }
                     Err(error) => last = error.to_string(),
                 }
             }
