@@ -1,6 +1,7 @@
 //! A short chaos run on a private three-node RabbitMQ cluster with quorum queues: 35 s of
 //! writes while the replog nodes are killed, terminated and frozen, and broker nodes are
-//! stopped, killed and frozen one at a time (seed 5 plans several of each); then healing (the
+//! stopped, killed and frozen one at a time (seed 12 plans kills, a freeze and stops across all
+//! three broker nodes; a fault planned while another broker fault runs is skipped); then healing (the
 //! cluster whole again), convergence and every check. Like `short_run`, it waits on conditions,
 //! never for fixed times, and fails only on a violation or a run that proves nothing.
 
@@ -15,7 +16,7 @@ async fn a_short_chaos_run_on_a_broker_cluster_finds_no_violation() {
         "--seconds",
         "35",
         "--seed",
-        "5",
+        "12",
         "--broker-nodes",
         "3",
         "--queue-type",
@@ -39,6 +40,11 @@ async fn a_short_chaos_run_on_a_broker_cluster_finds_no_violation() {
         .filter(|fault| fault.kind.on_broker())
         .collect();
     assert!(broker_faults.len() >= 2, "{report}");
+    let hit: std::collections::BTreeSet<&str> = broker_faults
+        .iter()
+        .map(|fault| fault.target.as_str())
+        .collect();
+    assert!(hit.len() >= 2, "only {hit:?} was hit: {report}");
     assert!(
         broker_faults
             .iter()
