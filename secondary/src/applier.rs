@@ -24,6 +24,10 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+/// How long acking or nacking one delivery may take before it is left to the broker to
+/// redeliver.
+const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Most entries taken in one batch.
 const MAX_BATCH: usize = 1024;
 
@@ -135,16 +139,25 @@ impl Applier {
         let fail = settle == Settle::Fresh
             && self.fail_rate > 0.0
             && rand::rng().random_bool(self.fail_rate);
-        let result = if fail {
-            tracing::info!(%order, "failure injection: nacking a stored entry for redelivery");
-            acker
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                })
-                .await
-        } else {
-            acker.ack(BasicAckOptions::default()).await
+        let settled = async {
+            if fail {
+                tracing::info!(%order, "failure injection: nacking a stored entry for redelivery");
+                acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await
+            } else {
+                acker.ack(BasicAckOptions::default()).await
+            }
+        };
+        // An ack on a channel whose connection died with its broker node was seen never to
+        // return, which stopped the applier (and so catch-up) for good. Unsettled is safe: the
+        // broker redelivers, and the redelivery is dropped as a duplicate.
+        let Ok(result) = tokio::time::timeout(SETTLE_LIMIT, settled).await else {
+            tracing::warn!(%order, limit = ?SETTLE_LIMIT, "settling the delivery did not finish in time; the broker will redeliver it");
+            return;
         };
         match result {
             Ok(true) => {}

@@ -43,9 +43,12 @@ async fn broker_cluster() -> MutexGuard<'static, BrokerCluster> {
     let cell = CLUSTER
         .get_or_init(|| async {
             let began = Instant::now();
-            let cluster = BrokerCluster::start_new(BrokerOptions::default())
-                .await
-                .unwrap_or_else(|error| panic!("cannot start the private broker cluster: {error}"));
+            let cluster = BrokerCluster::start_new(BrokerOptions {
+                keep_dir: true,
+                ..BrokerOptions::default()
+            })
+            .await
+            .unwrap_or_else(|error| panic!("cannot start the private broker cluster: {error}"));
             cluster
                 .reap_when_process_exits()
                 .unwrap_or_else(|error| panic!("{error}"));
