@@ -109,6 +109,14 @@ mod tests {
     }
 
     #[test]
+    fn the_acks_queue_follows_the_queue_type() {
+        assert_eq!(Topology::new("r").acks_queue_type(), QueueType::Classic);
+        let quorum = Topology::new("r").with_queue_type(QueueType::Quorum);
+        assert_eq!(quorum.acks_queue_type(), QueueType::Quorum);
+        assert_eq!(quorum.acks_queue(), "r.acks");
+    }
+
+    #[test]
     fn queue_arguments_never_limit_the_queue() {
         for kind in [QueueType::Quorum, QueueType::Classic] {
             let args = kind.arguments();
