@@ -21,11 +21,14 @@
 //! included) had logged storing that order durably, or had recovered it at a start, *before* the
 //! master logged the acknowledgement (or, if that line is missing, before the client received
 //! it), and at least as many as the `acks` the master reported. Also: no node ever recovered
-//! fewer entries at a restart than it had logged as stored before.
+//! fewer entries at a restart than it had logged as stored before, and no secondary was ever
+//! offered an entry that conflicts with one it holds (a `diverged` event: the master's history
+//! and the node's forked, whatever came of it afterwards).
 //!
 //! Shown from `/health` samples (sound because a node's stored prefix may only grow): no node's
 //! position ever went backwards, and whenever the master reported a secondary's acknowledged
-//! position, every later look at that secondary showed at least that much.
+//! position, every later look at that secondary showed at least that much; and no secondary
+//! ever reported `diverged`.
 //!
 //! Not proven: that "stored" means on stable media (SIGKILL keeps the page cache; a power cut
 //! is not simulated), that the entry a node held at an order before the end is the one it holds
@@ -78,6 +81,10 @@ pub enum Check {
     PositionWentBack,
     /// The master reported a secondary position that the secondary did not hold.
     AckedBeyondHeld,
+    /// A secondary was offered an entry conflicting with one it holds (its log says so).
+    SecondaryDiverged,
+    /// A secondary's `/health` said `diverged`.
+    ReportedDiverged,
 }
 
 impl Check {
@@ -101,6 +108,8 @@ impl Check {
             Check::StoredEntriesLost => "node recovered less than it had stored",
             Check::PositionWentBack => "node position went backwards",
             Check::AckedBeyondHeld => "master counted a position the secondary did not hold",
+            Check::SecondaryDiverged => "secondary offered an entry conflicting with its log",
+            Check::ReportedDiverged => "secondary reported diverged",
         }
     }
 }
@@ -180,7 +189,46 @@ pub fn check(obs: Observations<'_>) -> Checked {
     }
     count_evidence(obs, &mut out.evidence);
     check_samples(obs, &mut out);
+    check_divergence(obs, &mut out.violations);
     out
+}
+
+/// No secondary logged a divergence, and none reported one on `/health` (the first sample
+/// that did, per node).
+fn check_divergence(obs: Observations<'_>, out: &mut Vec<Violation>) {
+    for log in obs.node_logs {
+        for diverged in &log.diverged {
+            flag(
+                out,
+                Check::SecondaryDiverged,
+                format!(
+                    "{} at {}: at order {} it holds message_id {:?}, and was offered {:?}",
+                    log.name,
+                    clock(diverged.at_us),
+                    diverged.order,
+                    diverged.held,
+                    diverged.offered
+                ),
+            );
+        }
+    }
+    let mut reported = HashSet::new();
+    let mut samples: Vec<&Sample> = obs.samples.iter().filter(|s| s.diverged).collect();
+    samples.sort_by_key(|s| s.sent_us);
+    for sample in samples {
+        if reported.insert(sample.node) {
+            let name = obs.names.get(sample.node).map_or("?", String::as_str);
+            flag(
+                out,
+                Check::ReportedDiverged,
+                format!(
+                    "{name}'s /health said diverged at {} (applied={})",
+                    clock(sample.done_us),
+                    sample.position
+                ),
+            );
+        }
+    }
 }
 
 /// Records one broken promise.
@@ -639,7 +687,7 @@ fn first_difference(a: &[EntryMessage], b: &[EntryMessage]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::evidence::{Started, Stored};
+    use crate::evidence::{Diverged, Started, Stored};
     use crate::history::tests::{acked, op, unknown};
 
     fn entry(order: u64, id: &str) -> EntryMessage {
@@ -647,6 +695,7 @@ mod tests {
             message_id: id.to_owned(),
             order,
             content: format!("content of {id}"),
+            master_incarnation: None,
         }
     }
 
@@ -827,7 +876,60 @@ mod tests {
             done_us: at + 10,
             position,
             acked: acked.iter().map(|(id, a)| (id.to_string(), *a)).collect(),
+            diverged: false,
         }
+    }
+
+    #[test]
+    fn a_divergence_logged_or_reported_is_a_violation() {
+        let log = vec![entry(1, "a")];
+        let logs = [log.clone(), log.clone(), log];
+        let ops = vec![op("a", 1, vec![acked("a", 1, 1, 1)])];
+        let mut s1 = node_log("s1", &[(100, 1)], &[]);
+        s1.diverged.push(Diverged {
+            at_us: 200,
+            order: 1,
+            held: "a".into(),
+            offered: "forged".into(),
+        });
+        let master = node_log("master", &[(10, 1)], &[]);
+        let quiet = [
+            master.clone(),
+            node_log("s1", &[(100, 1)], &[]),
+            node_log("s2", &[(100, 1)], &[]),
+        ];
+        assert_eq!(checks(&ops, &logs, &quiet, &[]), vec![]);
+        let forked = [master, s1, node_log("s2", &[(100, 1)], &[])];
+        assert_eq!(
+            checks(&ops, &logs, &forked, &[]),
+            vec![Check::SecondaryDiverged]
+        );
+        let said = vec![
+            sample(2, 100, 1, &[]),
+            Sample {
+                diverged: true,
+                ..sample(2, 200, 1, &[])
+            },
+            Sample {
+                diverged: true,
+                ..sample(2, 300, 1, &[])
+            },
+        ];
+        let names = names();
+        let found = check(Observations {
+            ops: &ops,
+            names: &names,
+            final_logs: &logs,
+            node_logs: &quiet,
+            samples: &said,
+        })
+        .violations;
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].check, Check::ReportedDiverged);
+        assert!(
+            found[0].detail.starts_with("s2's /health said diverged"),
+            "{found:?}"
+        );
     }
 
     #[test]

@@ -109,7 +109,8 @@ pub struct ChaosConfig {
 
     /// Self-test of the checker: damage no correct system survives, so the run must report
     /// violations. `wipe-secondary` deletes a secondary's data directory whenever it is killed,
-    /// `wipe-master` the master's.
+    /// `wipe-master` the master's; `diverge` publishes an entry the master never wrote at an
+    /// order the secondaries hold, which they must refuse and report as `diverged`.
     #[arg(long, value_enum, default_value_t = Sabotage::None)]
     pub sabotage: Sabotage,
 

@@ -17,6 +17,8 @@
 //!   concern was met, right before the answer is sent;
 //! - [`events::RECOVERED`] (either node, at every start, at `info`) `last`: the end of the log
 //!   the node recovered from its data directory;
+//! - [`events::DIVERGED`] (secondary, at `error`) `order`, `held`, `offered`: the node was
+//!   offered an entry at an order it holds with another message id; every one is a violation;
 //! - [`events::DEDUPLICATED`] and [`events::DUPLICATE_DROPPED`] `order`: read and counted, but
 //!   not evidence that a node holds anything it had not already logged.
 //!
@@ -92,6 +94,19 @@ pub struct Started {
     pub recovered: u64,
 }
 
+/// A secondary found an entry conflicting with the one it holds at `order`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diverged {
+    /// When (µs since the epoch).
+    pub at_us: u64,
+    /// The order both entries claim.
+    pub order: u64,
+    /// The message id the node holds there.
+    pub held: String,
+    /// The message id it was offered.
+    pub offered: String,
+}
+
 /// Everything read from one node's log.
 #[derive(Debug, Clone, Default)]
 pub struct NodeLog {
@@ -104,6 +119,8 @@ pub struct NodeLog {
     pub acknowledged: Vec<Acknowledged>,
     /// Every start, in log order.
     pub starts: Vec<Started>,
+    /// Every divergence (secondaries only), in log order.
+    pub diverged: Vec<Diverged>,
     /// Evidence events read, of every kind: zero means the checks built on this log had
     /// nothing to go on.
     pub events: usize,
@@ -163,6 +180,12 @@ impl NodeLog {
             events::RECOVERED => self.starts.push(Started {
                 at_us,
                 recovered: event.number("last")?,
+            }),
+            events::DIVERGED => self.diverged.push(Diverged {
+                at_us,
+                order: event.number("order")?,
+                held: event.text("held")?.to_owned(),
+                offered: event.text("offered")?.to_owned(),
             }),
             events::DEDUPLICATED | events::DUPLICATE_DROPPED => {
                 event.number("order")?;
@@ -458,6 +481,7 @@ mod tests {
 2026-11-25T11:07:40.700000Z  INFO starting secondary id=s1 broker=amqp://guest:***@127.0.0.1:1/%2f?heartbeat=10 namespace=n master=http://127.0.0.1:2 event="recovered" last=0 delay_ms=0 fail_rate=0 queue_type=Classic
 2026-11-25T11:07:41.000050Z DEBUG event="stored" first=1 last=3
 2026-11-25T11:07:41.000060Z DEBUG event="duplicate_dropped" order=2 from_master=true
+2026-11-25T11:07:42.000000Z ERROR diverged: an entry conflicts with the one this node holds at its order; it is refused event="diverged" order=2 held="b" offered="forged \"b\"" from_master=false
 2026-11-25T11:07:43.000000Z  INFO starting secondary id=s1 event="recovered" last=2
 "#;
 
@@ -490,7 +514,16 @@ mod tests {
         let secondary = NodeLog::parse("s1", SECONDARY);
         assert_eq!(secondary.stored.len(), 1);
         assert_eq!(secondary.starts.len(), 2);
-        assert_eq!((secondary.events, secondary.unreadable), (4, 0));
+        assert_eq!((secondary.events, secondary.unreadable), (5, 0));
+        assert_eq!(
+            secondary.diverged,
+            vec![Diverged {
+                at_us: 1_795_604_862_000_000,
+                order: 2,
+                held: "b".to_owned(),
+                offered: "forged \"b\"".to_owned(),
+            }]
+        );
         let earliest = secondary.earliest_hold(4);
         assert_eq!(earliest[1], Some(1_795_604_861_000_050));
         assert_eq!(earliest[4], None);
@@ -539,7 +572,7 @@ not a tracing line event="stored" first=1 last=1
     fn every_event_name_is_understood() {
         for name in events::ALL {
             let line = format!(
-                "2026-11-25T11:07:41.000050Z DEBUG event={name:?} order=1 first=1 last=1 message_id=\"a\" w=1 acks=1"
+                "2026-11-25T11:07:41.000050Z DEBUG event={name:?} order=1 first=1 last=1 message_id=\"a\" w=1 acks=1 held=\"a\" offered=\"b\""
             );
             let log = NodeLog::parse("node", &line);
             assert_eq!((log.events, log.unreadable), (1, 0), "{name}");

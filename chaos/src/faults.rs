@@ -32,6 +32,10 @@ pub enum Sabotage {
     WipeSecondary,
     /// Every SIGKILL of the master also deletes its data directory.
     WipeMaster,
+    /// Once the secondaries hold order 1, an entry the master never wrote is published at
+    /// order 1 on the entries exchange (a forked history): every secondary must refuse it and
+    /// report `diverged`.
+    Diverge,
 }
 
 impl Sabotage {
@@ -41,6 +45,7 @@ impl Sabotage {
             Sabotage::None => false,
             Sabotage::WipeSecondary => slot > 0,
             Sabotage::WipeMaster => slot == 0,
+            Sabotage::Diverge => false,
         }
     }
 }

@@ -100,6 +100,7 @@ pub async fn run(config: ChaosConfig) -> Result<Report, ChaosError> {
     let broker_began = Instant::now();
     let broker = Brokers::start(config.broker_nodes, run_dir.path()).await?;
     let broker_start = broker_began.elapsed();
+    let amqp_url = broker.amqp_url();
     tracing::info!(nodes = broker.len(), dir = %broker.dir().display(), took = ?broker_start, "private broker up; starting the cluster");
 
     let mut spec = ClusterSpec::new(run_dir.path().to_path_buf(), broker.amqp_url());
@@ -124,6 +125,14 @@ pub async fn run(config: ChaosConfig) -> Result<Report, ChaosError> {
 
     let until = Instant::now() + Duration::from_secs(config.seconds);
     tracing::info!(?urls, "cluster up; writing and injecting faults");
+    let forger = (config.sabotage == faults::Sabotage::Diverge).then(|| {
+        tokio::spawn(forge_conflicting_entry(
+            urls.clone(),
+            amqp_url.clone(),
+            spec.namespace.clone(),
+            until,
+        ))
+    });
     let faults = (!config.no_faults).then(|| {
         tokio::spawn(targets.clone().schedule(faults::Schedule {
             seed,
@@ -160,6 +169,9 @@ pub async fn run(config: ChaosConfig) -> Result<Report, ChaosError> {
     );
     if let Some(faults) = faults {
         faults.await?;
+    }
+    if let Some(forger) = forger {
+        forger.await?;
     }
     stop_watchdog.cancel();
     watchdog.await?;
@@ -291,6 +303,58 @@ pub async fn run(config: ChaosConfig) -> Result<Report, ChaosError> {
         std::fs::write(report.run_dir.join("report.txt"), report.to_string())?;
     }
     Ok(report)
+}
+
+/// The `diverge` sabotage: once every secondary holds order 1, publishes an entry the master
+/// never wrote at order 1 on the entries exchange, as the broker's user (retrying while the
+/// broker is down), before `until`. Every secondary must refuse it and report `diverged`.
+async fn forge_conflicting_entry(
+    urls: Vec<String>,
+    amqp_url: String,
+    namespace: String,
+    until: Instant,
+) {
+    let left = || until.saturating_duration_since(Instant::now());
+    let secondaries: Vec<NodeClient> = urls[1..]
+        .iter()
+        .map(|url| NodeClient::new(url, Duration::from_secs(1)))
+        .collect();
+    let held = replog_testkit::wait_for(
+        left(),
+        Duration::from_millis(200),
+        "every secondary holds order 1",
+        || async {
+            for client in &secondaries {
+                let health = client.secondary_health().await.map_err(|e| e.to_string())?;
+                if health.applied < 1 {
+                    return Err(format!("{} applied={}", health.id, health.applied));
+                }
+            }
+            Ok(())
+        },
+    )
+    .await;
+    if let Err(timeout) = held {
+        tracing::warn!(%timeout, "sabotage: publishing the forged entry anyway");
+    }
+    let forged = EntryMessage {
+        message_id: "sabotage-forged-1".into(),
+        order: 1,
+        content: "forged by the chaos checker".into(),
+        master_incarnation: None,
+    };
+    let payload = serde_json::to_vec(&forged).expect("an entry encodes");
+    let published = replog_testkit::wait_for(
+        left().max(Duration::from_secs(1)),
+        Duration::from_millis(500),
+        "the forged entry is published",
+        || replog_testkit::publish_raw_entry(&amqp_url, &namespace, &payload),
+    )
+    .await;
+    match published {
+        Ok(()) => tracing::warn!("sabotage: published a forged entry at order 1"),
+        Err(timeout) => tracing::error!(%timeout, "sabotage: could not publish the forged entry"),
+    }
 }
 
 /// Waits until every node reports the same position and nothing held back, and their logs

@@ -22,9 +22,10 @@ const PROVEN: &[&str] = &[
     "  a write whose answer was lost or timed out is there at most once; every ack has w <= acks <= 3.",
     "shown from the nodes' own logs (trusting their `sequenced`, `stored` and `recovered` events):",
     "  w nodes had stored each acknowledged entry before the master logged the acknowledgement,",
-    "  and at least `acks` of them; no node restarted with fewer entries than it had stored.",
+    "  and at least `acks` of them; no node restarted with fewer entries than it had stored;",
+    "  no secondary was offered an entry conflicting with one it holds (`diverged`).",
     "shown from /health samples: no position went backwards; what the master reported a",
-    "  secondary had acked, that secondary held at every later look.",
+    "  secondary had acked, that secondary held at every later look; none said `diverged`.",
     "not proven: durability against power loss (SIGKILL keeps the OS page cache), that a node's",
     "  `stored` event means stable media, orderings closer than the clock's microsecond.",
 ];

@@ -34,12 +34,19 @@ pub const DUPLICATE_DROPPED: &str = "duplicate_dropped";
 /// last stored order). Logged at `info`: it is one line per start, not per write.
 pub const RECOVERED: &str = "recovered";
 
+/// Secondary: an entry arrived at an order this node holds (stored or held back) with another
+/// message id, so its history and the master's have forked (fields `order`, `held`, the id this
+/// node holds, and `offered`, the id that arrived). Logged at `error`: the node refuses the
+/// entry, stops applying and stays diverged until it is rebuilt.
+pub const DIVERGED: &str = "diverged";
+
 /// Every event name, for checkers that want to validate what they read.
-pub const ALL: [&str; 6] = [
+pub const ALL: [&str; 7] = [
     SEQUENCED,
     DEDUPLICATED,
     ACKNOWLEDGED,
     STORED,
     DUPLICATE_DROPPED,
     RECOVERED,
+    DIVERGED,
 ];

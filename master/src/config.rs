@@ -3,6 +3,7 @@
 use clap::builder::TypedValueParser as _;
 use clap::Parser;
 use replog_common::rules::dedup::DedupMode;
+use replog_common::rules::membership::{HealthPolicy, QuorumRule};
 use replog_common::NodeId;
 use replog_shell::config::BrokerArgs;
 use std::net::SocketAddr;
@@ -64,6 +65,23 @@ pub struct MasterConfig {
     #[arg(long, env = "REPLOG_REFILL_FROM")]
     pub refill_from: Option<String>,
 
+    /// How many nodes (the master included) must be healthy for the master to take writes:
+    /// `majority` (of master + secondaries), a number of nodes, or `off`. Without that many the
+    /// master is read-only: writes get 503 with a `Retry-After`, reads keep working.
+    #[arg(long, env = "REPLOG_QUORUM", default_value = "majority")]
+    pub quorum: QuorumRule,
+
+    /// A secondary not heard from (no ack, no heartbeat) for this long is `suspected`; it
+    /// still counts toward the quorum.
+    #[arg(long, env = "REPLOG_SUSPECT_AFTER_MS", default_value_t = 3000)]
+    pub suspect_after_ms: u64,
+
+    /// A secondary not heard from for this long is `unhealthy` and no longer counts toward the
+    /// quorum. Also how long a secondary never heard from since the master started stays
+    /// `suspected`. Must be more than --suspect-after-ms.
+    #[arg(long, env = "REPLOG_UNHEALTHY_AFTER_MS", default_value_t = 10000)]
+    pub unhealthy_after_ms: u64,
+
     /// Where the master keeps its log (`log/`) and its last confirmed order. One process per
     /// directory: a second master on the same directory refuses to start.
     #[arg(long, env = "REPLOG_DATA_DIR", default_value = "data/master")]
@@ -86,6 +104,24 @@ pub enum ConfigError {
     /// The same secondary named twice.
     #[error("--secondaries names {0} twice")]
     DuplicateSecondary(NodeId),
+    /// `--quorum N` with more nodes than the cluster has.
+    #[error("--quorum must be `majority`, `off` or a number of nodes from 1 to {nodes} (the master plus {secondaries} secondaries), got {got}")]
+    Quorum {
+        /// Master plus secondaries.
+        nodes: usize,
+        /// How many secondaries are configured.
+        secondaries: usize,
+        /// What was given.
+        got: usize,
+    },
+    /// A zero silence threshold, or thresholds in the wrong order.
+    #[error("--suspect-after-ms ({suspect} ms) must be above 0 and below --unhealthy-after-ms ({unhealthy} ms)")]
+    HealthThresholds {
+        /// `--suspect-after-ms`.
+        suspect: u64,
+        /// `--unhealthy-after-ms`.
+        unhealthy: u64,
+    },
 }
 
 impl MasterConfig {
@@ -103,6 +139,21 @@ impl MasterConfig {
             }
         }
         let max = self.max_w();
+        if let QuorumRule::Nodes(got) = self.quorum {
+            if got > max {
+                return Err(ConfigError::Quorum {
+                    nodes: max,
+                    secondaries: self.secondaries.len(),
+                    got,
+                });
+            }
+        }
+        if self.suspect_after_ms == 0 || self.suspect_after_ms >= self.unhealthy_after_ms {
+            return Err(ConfigError::HealthThresholds {
+                suspect: self.suspect_after_ms,
+                unhealthy: self.unhealthy_after_ms,
+            });
+        }
         match self.default_w {
             None => Ok(max),
             Some(w) if (1..=max).contains(&w) => Ok(w),
@@ -112,6 +163,21 @@ impl MasterConfig {
                 got,
             }),
         }
+    }
+
+    /// The silence thresholds of `--suspect-after-ms` and `--unhealthy-after-ms`.
+    pub fn health_policy(&self) -> HealthPolicy {
+        HealthPolicy {
+            suspect_after: Duration::from_millis(self.suspect_after_ms),
+            unhealthy_after: Duration::from_millis(self.unhealthy_after_ms),
+        }
+    }
+
+    /// How often the master re-derives its secondaries' states: a quarter of
+    /// `--suspect-after-ms`, at most every 250 ms, so a state changes within that of its
+    /// threshold.
+    pub fn health_tick(&self) -> Duration {
+        Duration::from_millis((self.suspect_after_ms / 4).clamp(1, 250))
     }
 
     /// The default write-concern timeout, if any.
@@ -143,5 +209,27 @@ mod tests {
         assert!(parse(&["--default-w", "0"]).validate().is_err());
         assert!(parse(&["--secondaries", "a,a"]).validate().is_err());
         assert!(MasterConfig::try_parse_from(["master", "--secondaries", "a.b"]).is_err());
+    }
+
+    #[test]
+    fn quorum_and_health_thresholds_are_checked() {
+        let defaults = parse(&[]);
+        assert_eq!(defaults.quorum, QuorumRule::Majority);
+        assert_eq!(defaults.health_policy(), HealthPolicy::default());
+        assert_eq!(defaults.health_tick(), Duration::from_millis(250));
+        assert_eq!(parse(&["--quorum", "off"]).quorum, QuorumRule::Off);
+        assert!(parse(&["--quorum", "3"]).validate().is_ok());
+        let too_many = parse(&["--quorum", "4"])
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(too_many.contains("from 1 to 3"), "{too_many}");
+        assert!(MasterConfig::try_parse_from(["master", "--quorum", "0"]).is_err());
+        assert!(MasterConfig::try_parse_from(["master", "--quorum", "most"]).is_err());
+        assert!(parse(&["--suspect-after-ms", "0"]).validate().is_err());
+        assert!(parse(&["--suspect-after-ms", "10000"]).validate().is_err());
+        let short = parse(&["--suspect-after-ms", "100", "--unhealthy-after-ms", "300"]);
+        assert!(short.validate().is_ok());
+        assert_eq!(short.health_tick(), Duration::from_millis(25));
     }
 }

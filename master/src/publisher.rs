@@ -18,7 +18,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation};
 use replog_common::rules::confirm_window::{ConfirmWindow, Decision};
 use replog_common::wire::EntryMessage;
-use replog_common::{Entry, NodeId, Order};
+use replog_common::{Entry, Incarnation, NodeId, Order};
 use replog_shell::amqp::{self, close_channel, AmqpError, Backoff, Broker};
 use replog_shell::store::{self, LogStore, StoreError};
 use replog_shell::topology::{QueueType, Topology};
@@ -49,6 +49,9 @@ pub struct PublisherSettings {
     pub queue_type: QueueType,
     /// How long a publish may stay unconfirmed before it is published again.
     pub confirm_timeout: Duration,
+    /// This master's data directory incarnation, stamped on every entry: a secondary reports
+    /// it back, so that a position beyond the log is evidence only when this master published it.
+    pub incarnation: Incarnation,
 }
 
 /// The outcome of one publish: its order and the broker's confirm. Timeouts are the
@@ -279,7 +282,7 @@ impl Publisher {
         channel: &Channel,
         entry: &Entry,
     ) -> Result<ConfirmFuture, lapin::Error> {
-        let payload = EntryMessage::encode(entry);
+        let payload = EntryMessage::encode_from(entry, self.settings.incarnation);
         let properties = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())

@@ -1,14 +1,14 @@
 //! Building and running the master: bind, spawn the writer, publisher and ack consumer, serve
 //! HTTP until the stop signal, then wind everything down in order.
 
-use crate::ack_consumer;
+use crate::ack_consumer::AckConsumer;
 use crate::config::MasterConfig;
 use crate::durability;
 use crate::fence::{Evidence, Fence, Fenced};
 use crate::http::{self, AppState};
 use crate::publisher::{Publisher, PublisherSettings};
 use crate::refill;
-use crate::replication::Replication;
+use crate::replication::{self, Replication};
 use crate::write_request::WriteLimits;
 use crate::writer::{DedupFlush, LogWriter};
 use replog_shell::amqp::Broker;
@@ -16,8 +16,9 @@ use replog_shell::shutdown::supervised;
 use replog_shell::startup::{self, StartError};
 use replog_shell::store::{self, DataDir, StoreError};
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -58,6 +59,9 @@ impl Application {
             default_w,
             queue_type = ?config.broker.queue_type,
             dedup = ?config.dedup,
+            quorum = %config.quorum,
+            suspect_after_ms = config.suspect_after_ms,
+            unhealthy_after_ms = config.unhealthy_after_ms,
             "starting master"
         );
 
@@ -111,7 +115,15 @@ impl Application {
             stored_tx,
             stop.clone(),
         );
-        let replication = Replication::new(config.secondaries.clone(), stop.clone());
+        let incarnation = data_dir.incarnation();
+        tracing::info!(%incarnation, "this master's data directory incarnation, stamped on every entry it publishes");
+        let replication = Replication::new(
+            config.secondaries.clone(),
+            config.health_policy(),
+            config.quorum,
+            Instant::now(),
+            stop.clone(),
+        );
 
         let tasks = TaskTracker::new();
         let (confirmed, confirmed_rx) = watch::channel(confirmed_at_start);
@@ -120,6 +132,7 @@ impl Application {
             secondaries: config.secondaries.clone(),
             queue_type: config.broker.queue_type,
             confirm_timeout: Duration::from_millis(config.confirm_timeout_ms),
+            incarnation,
         };
         let publisher = Publisher::new(
             broker.clone(),
@@ -138,10 +151,25 @@ impl Application {
             stop.clone(),
             durability::keep_confirmed_mark(data_dir.clone(), confirmed_rx),
         ));
+        let broker_connected = Arc::new(AtomicBool::new(false));
+        let acks = AckConsumer {
+            broker,
+            topology,
+            replication: replication.clone(),
+            store: store.clone(),
+            fence: fence.clone(),
+            incarnation,
+            connected: broker_connected.clone(),
+        };
         tasks.spawn(supervised(
             "ack consumer",
             stop.clone(),
-            ack_consumer::run(broker, topology, replication.clone(), stop.clone()),
+            acks.run(stop.clone()),
+        ));
+        tasks.spawn(supervised(
+            "node states",
+            stop.clone(),
+            replication::watch_health(replication.clone(), config.health_tick(), stop.clone()),
         ));
 
         let state = AppState {
@@ -155,6 +183,7 @@ impl Application {
             },
             max_body_bytes: config.max_body_bytes,
             fence,
+            broker_connected,
         };
         let listener = startup::bind(config.listen).await?;
         Ok(Application {

@@ -6,9 +6,14 @@
 //! only then tells the publisher and answers the handlers. One thread means one total order with
 //! no lock held across I/O. The rules live in the sequencer; this thread only carries out what
 //! it decides: snapshot the on-disk keys, admit, append, answer, flush keys.
+//!
+//! Look-ups by message id ([`LogWriter::find`]) go through the same thread: the newest keys
+//! live only in the sequencer's memory until they are flushed to the on-disk index, so only
+//! here is every entry of the log found. They are answered after the batch they came with is
+//! stored, and change nothing.
 
 use crate::dedup_keys::DedupKeys;
-use replog_common::rules::sequencer::{Admitted, Sequencer, Write};
+use replog_common::rules::sequencer::{Admitted, KnownKeys, Sequencer, Write};
 use replog_common::{events, Entry, MessageId, Order};
 use replog_shell::store::{LogStore, StoreError};
 use std::sync::Arc;
@@ -79,11 +84,27 @@ struct AppendRequest {
     reply: oneshot::Sender<Result<Appended, AppendError>>,
 }
 
+/// One look-up by message id waiting for the writer.
+struct FindRequest {
+    /// The id looked for.
+    message_id: MessageId,
+    /// Where the entry (or `None`) goes.
+    reply: oneshot::Sender<Result<Option<Entry>, AppendError>>,
+}
+
+/// What the writer thread is asked.
+enum Request {
+    /// Append a write, or find the entry holding it.
+    Append(AppendRequest),
+    /// Find an entry by message id, appending nothing.
+    Find(FindRequest),
+}
+
 /// A handle to send writes to the writer thread.
 #[derive(Clone)]
 pub struct LogWriter {
     /// Bounded, so a flood of writes pushes back on HTTP instead of growing memory.
-    requests: mpsc::Sender<AppendRequest>,
+    requests: mpsc::Sender<Request>,
 }
 
 impl LogWriter {
@@ -139,12 +160,23 @@ impl LogWriter {
     ) -> Result<Appended, AppendError> {
         let (reply, outcome) = oneshot::channel();
         self.requests
-            .send(AppendRequest {
+            .send(Request::Append(AppendRequest {
                 admission,
                 message_id,
                 content,
                 reply,
-            })
+            }))
+            .await
+            .map_err(|_| AppendError::Stopped)?;
+        outcome.await.map_err(|_| AppendError::Stopped)?
+    }
+
+    /// The entry the log holds with `message_id`, if any: read-only, whether its key is still
+    /// in memory or already in the on-disk index.
+    pub async fn find(&self, message_id: MessageId) -> Result<Option<Entry>, AppendError> {
+        let (reply, outcome) = oneshot::channel();
+        self.requests
+            .send(Request::Find(FindRequest { message_id, reply }))
             .await
             .map_err(|_| AppendError::Stopped)?;
         outcome.await.map_err(|_| AppendError::Stopped)?
@@ -176,20 +208,31 @@ enum Resolved {
 }
 
 impl Writer {
-    fn run(mut self, mut inbox: mpsc::Receiver<AppendRequest>) {
+    fn run(mut self, mut inbox: mpsc::Receiver<Request>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        while inbox
-            .blocking_recv()
-            .map(|first| batch.push(first))
-            .is_some()
-        {
-            while batch.len() < MAX_BATCH {
+        let mut finds = Vec::new();
+        let take = |request: Request, batch: &mut Vec<_>, finds: &mut Vec<_>| match request {
+            Request::Append(append) => batch.push(append),
+            Request::Find(find) => finds.push(find),
+        };
+        while let Some(first) = inbox.blocking_recv() {
+            take(first, &mut batch, &mut finds);
+            while batch.len() + finds.len() < MAX_BATCH {
                 match inbox.try_recv() {
-                    Ok(request) => batch.push(request),
+                    Ok(request) => take(request, &mut batch, &mut finds),
                     Err(_) => break,
                 }
             }
-            if let Err(error) = self.write_batch(&mut batch) {
+            let written = if batch.is_empty() {
+                Ok(())
+            } else {
+                self.write_batch(&mut batch)
+            };
+            // After the batch: a look-up sent with a write sees it.
+            for find in finds.drain(..) {
+                let _ = find.reply.send(self.find(&find.message_id));
+            }
+            if let Err(error) = written {
                 tracing::error!(%error, "cannot write to the log; stopping the master");
                 let error = Arc::new(error);
                 for request in batch.drain(..) {
@@ -268,6 +311,31 @@ impl Writer {
         }
         self.sequencer.flushed(Instant::now());
         Ok(())
+    }
+
+    /// The stored entry with `message_id`: its key in memory first, then on disk.
+    fn find(&self, message_id: &MessageId) -> Result<Option<Entry>, AppendError> {
+        let storage = |error: StoreError| AppendError::Storage(Arc::new(error));
+        let order = match self.sequencer.recent().find_id(message_id) {
+            Some(order) => Some(order),
+            None => self
+                .dedup
+                .snapshot()
+                .and_then(|snapshot| snapshot.find_id(message_id))
+                .map_err(storage)?,
+        };
+        // Past the log's end only if the batch that admitted it failed: not in the log then.
+        let Some(order) = order.filter(|&order| order <= self.store.last_order()) else {
+            return Ok(None);
+        };
+        let entry = self
+            .store
+            .read(order, 1)
+            .map_err(storage)?
+            .into_iter()
+            .next()
+            .ok_or(AppendError::IndexedButMissing(order))?;
+        Ok(Some(entry))
     }
 
     fn existing(&self, order: Order, fresh: &[Entry]) -> Result<Appended, AppendError> {
@@ -425,5 +493,38 @@ mod tests {
         // A retry of `a` whose content equals the in-memory entry's is still `a`.
         let retry = writer.append(Some(a), "y".into()).await.unwrap();
         assert_eq!(retry, Appended::Existing(first.entry().clone()));
+    }
+
+    #[tokio::test]
+    async fn entries_are_found_by_id_before_and_after_their_keys_reach_disk() {
+        // Keys stay in memory until two entries are there; then they move to disk.
+        let two_at_a_time = DedupFlush {
+            interval: Duration::from_secs(3600),
+            entries: 2,
+        };
+        let (writer, store, _stored_end, _dir) = writer_flushing(DedupMode::Id, two_at_a_time);
+        let a = MessageId::parse("a").unwrap();
+        let first = writer.append(Some(a.clone()), String::new()).await.unwrap();
+        assert_eq!(
+            writer.find(a.clone()).await.unwrap().as_ref(),
+            Some(first.entry()),
+            "found while its key is only in memory"
+        );
+        let second = writer.append(None, "b".into()).await.unwrap();
+        writer.append(None, "c".into()).await.unwrap();
+        assert_eq!(writer.find(a).await.unwrap().as_ref(), Some(first.entry()));
+        assert_eq!(
+            writer
+                .find(second.entry().message_id.clone())
+                .await
+                .unwrap()
+                .as_ref(),
+            Some(second.entry()),
+            "found from the on-disk index"
+        );
+        // Empty content is a valid entry: a look-up by id never matches on content.
+        let unknown = MessageId::parse("nobody").unwrap();
+        assert_eq!(writer.find(unknown).await.unwrap(), None);
+        assert_eq!(store.last_order(), Order(3), "a look-up appends nothing");
     }
 }

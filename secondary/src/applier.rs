@@ -9,18 +9,30 @@
 //! `--fail-rate` some stored deliveries are nacked with requeue instead of acked, as if the node
 //! crashed after the write: the redelivery is dropped as a duplicate. The coin is flipped here,
 //! not in the engine, so the engine stays deterministic.
+//!
+//! For the heartbeat the applier also publishes ([`Liveness`]) that it is alive (a stamp each
+//! turn of its loop, idle waits included, so a stuck applier stops the heartbeats) and which
+//! master incarnation published the newest entry it stored.
+//!
+//! Divergence: before each batch the engine names the stored orders whose message ids it must
+//! compare offers with; they are read here from the store. When an offer conflicts with what
+//! this node holds, its delivery is rejected without requeue, the [`Divergence`] is published
+//! for `/health` and `/ready`, and from then on the engine refuses every offer: deliveries are
+//! dropped unsettled (the broker keeps them for the node once it is rebuilt) and nothing is
+//! stored. The node keeps serving what it stored.
 
 use crate::incoming::{Incoming, Source};
-use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use lapin::Acker;
 use rand::Rng;
 use replog_common::rules::apply::{
-    ApplyEngine, Backlog, DeliveryTag, Offer, Settle, Settlement, Verdict,
+    ApplyEngine, Backlog, DeliveryTag, Divergence, Offer, Settle, Settlement, StoredIds, Verdict,
 };
-use replog_common::{events, Order};
-use replog_shell::store::LogStore;
-use std::collections::HashMap;
+use replog_common::{events, Incarnation, Order};
+use replog_shell::store::{LogStore, StoreError};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -50,6 +62,24 @@ pub struct Applier {
     ackers: HashMap<DeliveryTag, Acker>,
     /// The next delivery's tag.
     next_tag: u64,
+    /// Set once the engine found a conflicting entry, for `/health` and `/ready`.
+    diverged: watch::Sender<Option<Divergence>>,
+    /// Where liveness and the master incarnation go, when the heartbeat wants them.
+    liveness: Option<Liveness>,
+    /// The master incarnation stamped on each delivered entry not stored yet, by order.
+    stamped: BTreeMap<Order, Incarnation>,
+}
+
+/// What the applier tells the heartbeat.
+#[derive(Debug)]
+pub struct Liveness {
+    /// Stamped with the time at each turn of the applier's loop.
+    pub alive: watch::Sender<Instant>,
+    /// The master incarnation of the newest stored entry that carried one (entries fetched by
+    /// catch-up carry none: the last one known stays).
+    pub master_incarnation: watch::Sender<Option<Incarnation>>,
+    /// The longest the applier waits idle before stamping again.
+    pub wake_every: Duration,
 }
 
 impl Applier {
@@ -71,13 +101,50 @@ impl Applier {
             fatal,
             ackers: HashMap::new(),
             next_tag: 0,
+            liveness: None,
+            diverged: watch::Sender::new(None),
+            stamped: BTreeMap::new(),
         }
+    }
+
+    /// Also reports liveness and the master incarnation to the heartbeat.
+    pub fn with_liveness(mut self, liveness: Liveness) -> Applier {
+        self.liveness = Some(liveness);
+        self
+    }
+
+    /// Waits for entries; `None` once every sender is gone. Wakes (with an empty batch) at
+    /// least every `wake_every` to stamp liveness.
+    async fn receive(
+        &self,
+        inbox: &mut mpsc::Receiver<Incoming>,
+        batch: &mut Vec<Incoming>,
+    ) -> Option<()> {
+        let Some(liveness) = &self.liveness else {
+            return (inbox.recv_many(batch, MAX_BATCH).await > 0).then_some(());
+        };
+        liveness.alive.send_replace(Instant::now());
+        // `recv_many` is cancel safe: a timeout loses nothing.
+        match tokio::time::timeout(liveness.wake_every, inbox.recv_many(batch, MAX_BATCH)).await {
+            Err(_idle) => Some(()),
+            Ok(0) => None,
+            Ok(_) => Some(()),
+        }
+    }
+
+    /// Follows the node's divergence: `None` until an entry conflicts with what it holds, then
+    /// the evidence, for good.
+    pub fn divergence(&self) -> watch::Receiver<Option<Divergence>> {
+        self.diverged.subscribe()
     }
 
     /// Runs until every sender of `inbox` is gone, so nothing handed over is left unsettled.
     pub async fn run(mut self, mut inbox: mpsc::Receiver<Incoming>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        while inbox.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        while self.receive(&mut inbox, &mut batch).await.is_some() {
+            if batch.is_empty() {
+                continue;
+            }
             if let Err(error) = self.apply(std::mem::take(&mut batch)).await {
                 tracing::error!(%error, "cannot store entries; stopping the secondary");
                 self.fatal.cancel();
@@ -90,14 +157,40 @@ impl Applier {
         tracing::debug!("applier stopped");
     }
 
-    async fn apply(&mut self, batch: Vec<Incoming>) -> Result<(), replog_shell::store::StoreError> {
+    async fn apply(&mut self, batch: Vec<Incoming>) -> Result<(), StoreError> {
         let offers: Vec<Offer> = batch
             .into_iter()
             .map(|incoming| self.offer(incoming))
             .collect();
-        let plan = self.engine.on_batch(offers);
+        let lookups = self.engine.lookups(&offers);
+        let stored_ids = if lookups.is_empty() {
+            StoredIds::new()
+        } else {
+            let store = self.store.clone();
+            replog_shell::store::blocking(move || stored_ids(store.as_ref(), &lookups)).await?
+        };
+        let plan = self.engine.on_batch(offers, &stored_ids);
         for verdict in plan.verdicts {
             log_verdict(verdict);
+        }
+        if let Some(divergence) = self.engine.diverged() {
+            if self.diverged.borrow().is_none() {
+                self.diverged.send_replace(Some(divergence.clone()));
+            }
+        }
+        for tag in plan.reject {
+            let acker = self
+                .ackers
+                .remove(&tag)
+                .expect("every rejected tag was handed out with an acker");
+            // Without requeue: the entry would only come back and conflict again.
+            if let Err(error) = acker.reject(BasicRejectOptions { requeue: false }).await {
+                tracing::warn!(%error, "cannot reject the conflicting delivery");
+            }
+        }
+        for tag in plan.abandon {
+            // Dropped unsettled: the broker keeps it for the rebuilt node.
+            self.ackers.remove(&tag);
         }
         self.backlog.send_replace(self.engine.backlog());
         let ready = plan.append;
@@ -106,6 +199,8 @@ impl Applier {
             let (first, last) = (ready[0].order, ready[ready.len() - 1].order);
             replog_shell::store::blocking(move || store.append(&ready)).await?;
             tracing::debug!(target: events::TARGET, event = events::STORED, first = first.get(), last = last.get());
+            // Before `applied`: a report of `last` then names the master that published it.
+            self.note_master_incarnation(last);
             self.applied.send_replace(last);
         }
         for settlement in self.engine.on_stored() {
@@ -121,7 +216,17 @@ impl Applier {
     /// Turns an incoming entry into an offer, keeping its acker under a fresh tag.
     fn offer(&mut self, incoming: Incoming) -> Offer {
         match incoming.source {
-            Source::Queue { acker, redelivered } => {
+            Source::Queue {
+                acker,
+                redelivered,
+                master_incarnation,
+            } => {
+                // Only entries not applied yet: a duplicate says nothing of what is stored.
+                if let Some(master) = master_incarnation {
+                    if incoming.entry.order > *self.applied.borrow() {
+                        self.stamped.insert(incoming.entry.order, master);
+                    }
+                }
                 if redelivered {
                     tracing::debug!(order = %incoming.entry.order, "entry redelivered by the broker");
                 }
@@ -131,6 +236,20 @@ impl Applier {
                 Offer::delivered(incoming.entry, tag)
             }
             Source::Master => Offer::fetched(incoming.entry),
+        }
+    }
+
+    /// Entries up to `last` are stored: the newest of them that carried a master incarnation
+    /// names the master the heartbeat reports.
+    fn note_master_incarnation(&mut self, last: Order) {
+        let newer = self.stamped.split_off(&last.next());
+        let stored = std::mem::replace(&mut self.stamped, newer);
+        if let (Some(liveness), Some((_, &master))) = (&self.liveness, stored.last_key_value()) {
+            liveness.master_incarnation.send_if_modified(|known| {
+                let changed = *known != Some(master);
+                *known = Some(master);
+                changed
+            });
         }
     }
 
@@ -171,6 +290,25 @@ impl Applier {
     }
 }
 
+/// Reads the message ids this node stores at `orders` (sorted), one read per run of
+/// consecutive orders. An order the store does not return is left out.
+fn stored_ids(store: &dyn LogStore, orders: &[Order]) -> Result<StoredIds, StoreError> {
+    let mut ids = StoredIds::new();
+    let mut rest = orders;
+    while let Some(&first) = rest.first() {
+        let run = rest
+            .windows(2)
+            .take_while(|pair| pair[1].get() == pair[0].get() + 1)
+            .count()
+            + 1;
+        for entry in store.read(first, run)? {
+            ids.insert(entry.order, entry.message_id);
+        }
+        rest = &rest[run..];
+    }
+    Ok(ids)
+}
+
 /// Logs what the engine made of one offer.
 fn log_verdict(verdict: Verdict) {
     match verdict {
@@ -192,5 +330,56 @@ fn log_verdict(verdict: Verdict) {
         } => {
             tracing::debug!(target: events::TARGET, event = events::DUPLICATE_DROPPED, order = order.get(), from_master);
         }
+        Verdict::Diverged(Divergence {
+            order,
+            held,
+            offered,
+            fetched: from_master,
+        }) => {
+            // Evidence for the checker and the one error an operator must see: the ids are
+            // fields (quoted and escaped by the formatter), never part of the message.
+            tracing::error!(
+                target: events::TARGET,
+                event = events::DIVERGED,
+                order = order.get(),
+                held = held.as_str(),
+                offered = offered.as_str(),
+                from_master,
+                "diverged: an entry conflicts with the one this node holds at its order; it is refused, and this node applies nothing more until its data is rebuilt"
+            );
+        }
+        Verdict::Refused {
+            order,
+            fetched: from_master,
+        } => {
+            tracing::debug!(%order, from_master, "entry refused: this node has diverged");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use replog_common::{Entry, MessageId};
+    use replog_shell::store::MemoryLog;
+
+    #[test]
+    fn stored_ids_are_read_in_runs_of_consecutive_orders() {
+        let log = MemoryLog::new();
+        let entries: Vec<Entry> = (1..=10)
+            .map(|order| Entry {
+                order: Order(order),
+                message_id: MessageId::random(),
+                content: String::new(),
+            })
+            .collect();
+        log.append(&entries).unwrap();
+        let orders = [Order(2), Order(3), Order(4), Order(7), Order(9), Order(10)];
+        let ids = stored_ids(&log, &orders).unwrap();
+        assert_eq!(ids.keys().copied().collect::<Vec<_>>(), orders);
+        for order in orders {
+            assert_eq!(ids[&order], entries[order.get() as usize - 1].message_id);
+        }
+        assert!(stored_ids(&log, &[Order(11)]).unwrap().is_empty());
     }
 }

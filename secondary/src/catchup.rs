@@ -7,6 +7,11 @@
 //! fetch is [`GapWatch`]'s decision; this task samples the applier's [`Backlog`], passes the
 //! time in and does the HTTP. Fetched entries go through the applier like deliveries, so
 //! whatever the queue also delivers is dropped as a duplicate.
+//!
+//! Every call to the master also tells what this secondary knows of it ([`MasterView`]):
+//! whether it answered, and how far its log goes (from `/health`, or at least as far as the
+//! pages it served). `/health` shows the first, `/ready` compares the second with the applied
+//! position.
 
 use crate::incoming::{Incoming, Source};
 use replog_common::rules::apply::Backlog;
@@ -34,6 +39,17 @@ enum FetchError {
     Wire(#[from] replog_common::wire::WireError),
 }
 
+/// The master as this secondary's last calls saw it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MasterView {
+    /// Whether the last call got an answer (of any status); `None` before the first call.
+    pub reachable: Option<bool>,
+    /// The end of the master's log as last learned: from its `/health`, or from a page that
+    /// ended short of the limit asked for; a full page only shows the log goes at least that
+    /// far. `None` until something was learned.
+    pub last_order: Option<Order>,
+}
+
 /// The catch-up task.
 pub struct CatchUp {
     /// The master's base URL.
@@ -48,6 +64,8 @@ pub struct CatchUp {
     after: Duration,
     /// `--delay-ms`: fetched entries are delayed like delivered ones.
     delay: Duration,
+    /// What the calls to the master showed, for `/health` and `/ready`.
+    view: watch::Sender<MasterView>,
 }
 
 impl CatchUp {
@@ -70,7 +88,38 @@ impl CatchUp {
             inbox,
             after,
             delay,
+            view: watch::Sender::new(MasterView::default()),
         }
+    }
+
+    /// Follows what the calls to the master show.
+    pub fn master_view(&self) -> watch::Receiver<MasterView> {
+        self.view.subscribe()
+    }
+
+    /// Records whether a call reached the master.
+    fn reached<T>(&self, sent: Result<T, reqwest::Error>) -> Result<T, reqwest::Error> {
+        let reachable = sent.is_ok();
+        self.view.send_if_modified(|view| {
+            let changed = view.reachable != Some(reachable);
+            view.reachable = Some(reachable);
+            changed
+        });
+        sent
+    }
+
+    /// Records what was learned of the master's log end: exactly `end`, or at least `end`.
+    fn learned_end(&self, end: Order, exact: bool) {
+        self.view.send_if_modified(|view| {
+            let known = if exact {
+                end
+            } else {
+                view.last_order.map_or(end, |known| known.max(end))
+            };
+            let changed = view.last_order != Some(known);
+            view.last_order = Some(known);
+            changed
+        });
     }
 
     fn applied(&self) -> Order {
@@ -96,9 +145,24 @@ impl CatchUp {
                 _ = ticker.tick() => {}
                 _ = stop.cancelled() => return,
             }
-            let Backlog { applied, gap, .. } = *self.backlog.borrow();
+            let Backlog {
+                applied,
+                gap,
+                diverged,
+                ..
+            } = *self.backlog.borrow();
             match gap_watch.observe(applied, gap, now()) {
                 Decision::Wait => {}
+                // A diverged node applies nothing: fetching would only load the master. It
+                // still looks at the master now and then, for `/health`.
+                Decision::FetchRange { .. } if diverged => {}
+                Decision::AskMasterEnd if diverged => {
+                    tokio::select! {
+                        _ = self.master_last_order() => {}
+                        _ = stop.cancelled() => return,
+                    }
+                    gap_watch.stuck_check_done(applied, now());
+                }
                 Decision::FetchRange { first, last } => {
                     tracing::info!(%first, %last, "gap did not close from the queue; fetching it from the master");
                     tokio::select! {
@@ -137,19 +201,22 @@ impl CatchUp {
     }
 
     async fn master_last_order(&self) -> Result<Order, FetchError> {
-        let response = self
+        let sent = self
             .client
             .get(format!("{}/health", self.master_url))
             .send()
-            .await?;
+            .await;
+        let response = self.reached(sent)?;
         if !response.status().is_success() {
             return Err(FetchError::Status(response.status()));
         }
         let health: serde_json::Value = response.json().await?;
-        health["last_order"]
+        let end = health["last_order"]
             .as_u64()
             .map(Order)
-            .ok_or(FetchError::Health)
+            .ok_or(FetchError::Health)?;
+        self.learned_end(end, true);
+        Ok(end)
     }
 
     /// Pages through the master's log from this node's position until it has seen the end.
@@ -198,7 +265,8 @@ impl CatchUp {
 
     async fn fetch_page(&self, from: Order, limit: u64) -> Result<Vec<Entry>, FetchError> {
         let url = format!("{}/messages?from={}&limit={}", self.master_url, from, limit);
-        let response = self.client.get(&url).send().await?;
+        let sent = self.client.get(&url).send().await;
+        let response = self.reached(sent)?;
         if !response.status().is_success() {
             return Err(FetchError::Status(response.status()));
         }
@@ -208,6 +276,11 @@ impl CatchUp {
             .into_iter()
             .map(Entry::try_from)
             .collect::<Result<Vec<_>, _>>()?;
+        // A short page ends where the master's log ended; a full one shows it goes that far.
+        let end = entries
+            .last()
+            .map_or(Order(from.get() - 1), |entry| entry.order);
+        self.learned_end(end, (entries.len() as u64) < limit);
         Ok(entries)
     }
 

@@ -58,9 +58,17 @@ pub struct SecondaryConfig {
     #[arg(long, env = "REPLOG_DATA_DIR")]
     pub data_dir: Option<std::path::PathBuf>,
 
-    /// How often the secondary repeats its position to the master, so a lost ack heals.
-    #[arg(long, env = "REPLOG_ACK_INTERVAL_MS", default_value_t = 1000)]
-    pub ack_interval_ms: u64,
+    /// How often the secondary reports its position to the master when nothing changed: the
+    /// heartbeat from which the master derives whether it is alive (keep it well below the
+    /// master's --suspect-after-ms). `--ack-interval-ms` is a deprecated alias.
+    #[arg(
+        long,
+        env = "REPLOG_HEARTBEAT_MS",
+        alias = "ack-interval-ms",
+        default_value_t = 1000,
+        value_parser = clap::value_parser!(u64).range(1..=60_000)
+    )]
+    pub heartbeat_ms: u64,
 }
 
 fn parse_fail_rate(raw: &str) -> Result<f64, String> {
@@ -89,6 +97,11 @@ impl SecondaryConfig {
     pub fn delay(&self) -> Duration {
         Duration::from_millis(self.delay_ms)
     }
+
+    /// The heartbeat interval.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
+    }
 }
 
 #[cfg(test)]
@@ -102,6 +115,26 @@ mod tests {
         let config = SecondaryConfig::try_parse_from(["secondary", "--id", "s1"]).unwrap();
         assert_eq!(config.id.as_str(), "s1");
         assert_eq!(config.fail_rate, 0.0);
+    }
+
+    #[test]
+    fn heartbeat_is_bounded_and_keeps_its_old_name() {
+        let parse = |args: &[&str]| {
+            SecondaryConfig::try_parse_from(
+                ["secondary", "--id", "s1"]
+                    .iter()
+                    .chain(args.iter())
+                    .copied(),
+            )
+        };
+        assert_eq!(parse(&[]).unwrap().heartbeat(), Duration::from_secs(1));
+        assert_eq!(parse(&["--heartbeat-ms", "100"]).unwrap().heartbeat_ms, 100);
+        assert_eq!(
+            parse(&["--ack-interval-ms", "250"]).unwrap().heartbeat_ms,
+            250
+        );
+        assert!(parse(&["--heartbeat-ms", "0"]).is_err());
+        assert!(parse(&["--heartbeat-ms", "600000"]).is_err());
     }
 
     #[test]

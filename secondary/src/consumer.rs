@@ -15,12 +15,30 @@ use replog_common::wire::EntryMessage;
 use replog_common::NodeId;
 use replog_shell::amqp::{self, AmqpError, Broker};
 use replog_shell::topology::{QueueType, Topology};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// How long a stopping secondary waits for the applier before closing its channel anyway.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether the entry consumer is subscribed to its queue right now: set once the queue is
+/// consumed, cleared while it reconnects and once it stops. Read by `/health` and `/ready`.
+#[derive(Debug, Clone, Default)]
+pub struct Connected(Arc<AtomicBool>);
+
+impl Connected {
+    /// Whether the consumer is subscribed now.
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, connected: bool) {
+        self.0.store(connected, Ordering::Relaxed);
+    }
+}
 
 /// What the consumer needs.
 #[derive(Debug, Clone)]
@@ -35,22 +53,29 @@ pub struct ConsumerSettings {
     pub prefetch: u16,
     /// Artificial latency before an entry reaches the applier.
     pub delay: Duration,
+    /// Kept up to date with the subscription.
+    pub connected: Connected,
 }
 
 /// Consumes until `stop`; then cancels the consumer, lets the applier settle what it holds
 /// (`applier_done`), and closes the channel. `subscribed` is cancelled once the queue is
-/// declared, bound and consumed for the first time.
+/// declared, bound and consumed for the first time. `role` is `true` while this process holds
+/// the role `secondary.<id>` (claimed on the consuming connection) and consumes: the ack
+/// publisher reports only then, so a second process started with the same id, which cannot
+/// claim the role, publishes nothing.
 pub async fn run(
     broker: Broker,
     settings: ConsumerSettings,
     inbox: mpsc::Sender<Incoming>,
     subscribed: CancellationToken,
+    role: watch::Sender<bool>,
     stop: CancellationToken,
     applier_done: CancellationToken,
 ) {
     let queue = settings.topology.secondary_queue(&settings.id);
     let mut last_channel = None;
     'connect: loop {
+        settings.connected.set(false);
         let setup = settings.clone();
         let Some((channel, mut consumer)) = broker
             .open_channel_with_retry("consume entries", &stop, |channel| {
@@ -61,7 +86,9 @@ pub async fn run(
             break;
         };
         tracing::info!(%queue, prefetch = settings.prefetch, "consuming entries");
+        settings.connected.set(true);
         subscribed.cancel();
+        role.send_replace(true);
         loop {
             let delivery = tokio::select! {
                 delivery = consumer.next() => delivery,
@@ -76,15 +103,17 @@ pub async fn run(
                 Some(Ok(delivery)) => delivery,
                 Some(Err(error)) => {
                     tracing::warn!(%error, "entry consumer failed; reconnecting");
+                    role.send_replace(false);
                     continue 'connect;
                 }
                 None => {
                     tracing::warn!("entry consumer was cancelled by the broker; reconnecting");
+                    role.send_replace(false);
                     continue 'connect;
                 }
             };
-            let entry = match EntryMessage::decode(&delivery.data) {
-                Ok(entry) => entry,
+            let published = match EntryMessage::decode_published(&delivery.data) {
+                Ok(published) => published,
                 Err(error) => {
                     tracing::error!(%error, "rejecting a message that is not a replog entry");
                     let _ = delivery
@@ -94,17 +123,19 @@ pub async fn run(
                     continue;
                 }
             };
-            tracing::trace!(order = %entry.order, "entry delivered");
+            tracing::trace!(order = %published.entry.order, "entry delivered");
             let incoming = Incoming {
-                entry,
+                entry: published.entry,
                 source: Source::Queue {
                     acker: delivery.acker,
                     redelivered: delivery.redelivered,
+                    master_incarnation: published.master_incarnation,
                 },
             };
             hand_over(&inbox, incoming, settings.delay).await;
         }
     }
+    settings.connected.set(false);
     drop(inbox);
     if tokio::time::timeout(SETTLE_TIMEOUT, applier_done.cancelled())
         .await

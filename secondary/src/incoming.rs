@@ -1,7 +1,7 @@
 //! An entry on its way into the secondary's log, and how to settle it with its source.
 
 use lapin::Acker;
-use replog_common::Entry;
+use replog_common::{Entry, Incarnation};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -14,6 +14,8 @@ pub enum Source {
         acker: Acker,
         /// The broker says it delivered this before.
         redelivered: bool,
+        /// The incarnation of the master that published it, if it stamped one.
+        master_incarnation: Option<Incarnation>,
     },
     /// Fetched from the master's HTTP API to fill a gap; nothing to settle.
     Master,

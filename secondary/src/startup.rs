@@ -1,11 +1,11 @@
 //! Building and running a secondary, and stopping it in the right order: stop consuming, let
 //! the applier store and settle what it holds, confirm the last ack, then close.
 
-use crate::ack_publisher;
-use crate::applier::Applier;
+use crate::ack_publisher::Reporter;
+use crate::applier::{Applier, Liveness};
 use crate::catchup::CatchUp;
 use crate::config::SecondaryConfig;
-use crate::consumer::{self, ConsumerSettings};
+use crate::consumer::{self, Connected, ConsumerSettings};
 use crate::http::{self, AppState};
 use replog_common::events;
 use replog_common::rules::apply::ApplyEngine;
@@ -15,7 +15,7 @@ use replog_shell::startup::{self, StartError};
 use replog_shell::store::{self, DataDir, LogStore, StoreError};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -78,6 +78,8 @@ impl Application {
             delay_ms = config.delay_ms,
             fail_rate = config.fail_rate,
             queue_type = ?config.broker.queue_type,
+            incarnation = %data_dir.incarnation(),
+            heartbeat_ms = config.heartbeat_ms,
             "starting secondary"
         );
         let engine = ApplyEngine::new(applied_at_start);
@@ -87,6 +89,9 @@ impl Application {
         let applier_done = CancellationToken::new();
         let tasks = TaskTracker::new();
 
+        let (alive_tx, alive_rx) = watch::channel(Instant::now());
+        let (master_incarnation_tx, master_incarnation_rx) = watch::channel(None);
+        let (role_tx, role_rx) = watch::channel(false);
         let applier = Applier::new(
             store.clone(),
             engine,
@@ -94,7 +99,13 @@ impl Application {
             applied_tx,
             config.fail_rate,
             stop.clone(),
-        );
+        )
+        .with_liveness(Liveness {
+            alive: alive_tx,
+            master_incarnation: master_incarnation_tx,
+            wake_every: config.heartbeat(),
+        });
+        let diverged = applier.divergence();
         let done = applier_done.clone();
         let guard = stop.clone();
         tasks.spawn(async move {
@@ -107,7 +118,9 @@ impl Application {
             queue_type: config.broker.queue_type,
             prefetch: config.prefetch,
             delay: config.delay(),
+            connected: Connected::default(),
         };
+        let connected = settings.connected.clone();
         let subscribed = CancellationToken::new();
         tasks.spawn(supervised(
             "consumer",
@@ -117,6 +130,7 @@ impl Application {
                 settings,
                 inbox_tx.clone(),
                 subscribed.clone(),
+                role_tx,
                 stop.clone(),
                 applier_done.clone(),
             ),
@@ -128,28 +142,39 @@ impl Application {
             Duration::from_millis(config.catchup_after_ms),
             config.delay(),
         );
+        let master_view = catch_up.master_view();
         tasks.spawn(supervised(
             "catch-up",
             stop.clone(),
             catch_up.run(subscribed, stop.clone()),
         ));
+        let reporter = Reporter {
+            broker: ack_broker,
+            topology,
+            id: config.id.clone(),
+            incarnation: data_dir.incarnation(),
+            applied: applied_rx.clone(),
+            master_incarnation: master_incarnation_rx,
+            alive: alive_rx,
+            role: role_rx,
+            heartbeat: config.heartbeat(),
+        };
         tasks.spawn(supervised(
             "ack publisher",
             stop.clone(),
-            ack_publisher::run(
-                ack_broker,
-                topology,
-                config.id.clone(),
-                applied_rx,
-                Duration::from_millis(config.ack_interval_ms),
-                applier_done,
-            ),
+            reporter.run(applier_done),
         ));
 
         let state = AppState {
             id: config.id,
             store,
             backlog: backlog_rx,
+            applied: applied_rx,
+            incarnation: data_dir.incarnation(),
+            connected,
+            master: master_view,
+            diverged,
+            prefetch: config.prefetch,
         };
         let listener = startup::bind(config.listen).await?;
         Ok(Application {

@@ -5,14 +5,15 @@
 //! [`RequestError`] keep those apart: [`RequestError::NotSent`] means the request provably never
 //! reached the node, every other error leaves the write's fate open.
 
-use replog_common::wire::http::ShuttingDown;
+use replog_common::wire::http::{ErrorBody, ShuttingDown};
 use replog_common::wire::{EntryMessage, MessagesPage};
 use reqwest::StatusCode;
 use std::time::Duration;
 
 /// The bodies, declared once in `replog-common` for the nodes and every client.
 pub use replog_common::wire::http::{
-    MasterHealth, SecondaryHealth, SecondaryPosition, WriteAck, WriteBody as Write, WriteTimedOut,
+    BrokerHealth, EntryStatus, MasterHealth, NotYetApplied, QuorumHealth, Ready, SecondaryHealth,
+    SecondaryStatus, WriteAck, WriteBody as Write, WriteTimedOut,
 };
 
 /// Every answer the master can give to a write.
@@ -193,6 +194,92 @@ impl NodeClient {
         }
     }
 
+    /// `GET /messages?min_order=&wait_ms=[&from=&limit=]`: the page once the node has applied
+    /// through `min_order`, or its `504` saying how far it got. `page` is `(from, limit)`.
+    pub async fn messages_after(
+        &self,
+        min_order: u64,
+        wait_ms: u64,
+        page: Option<(u64, u64)>,
+    ) -> Result<Result<Vec<EntryMessage>, NotYetApplied>, RequestError> {
+        let mut path = format!("/messages?min_order={min_order}&wait_ms={wait_ms}");
+        if let Some((from, limit)) = page {
+            path.push_str(&format!("&from={from}&limit={limit}"));
+        }
+        let raw = self.get_raw(&path).await?;
+        let parse = |detail: String| RequestError::BadBody {
+            status: raw.status,
+            detail: format!("GET {path}: {detail}: {:?}", raw.body),
+        };
+        match raw.status {
+            200 => serde_json::from_str::<MessagesPage>(&raw.body)
+                .map(|page| Ok(page.messages))
+                .map_err(|e| parse(e.to_string())),
+            504 => serde_json::from_str::<NotYetApplied>(&raw.body)
+                .map(Err)
+                .map_err(|e| parse(e.to_string())),
+            _ => Err(parse("not 200 or 504".into())),
+        }
+    }
+
+    /// The master's `GET /messages/{message_id}`: the entry's status, or `None` on `404`.
+    /// The id is percent-encoded into the path.
+    pub async fn entry_status(
+        &self,
+        message_id: &str,
+    ) -> Result<Option<EntryStatus>, RequestError> {
+        let mut url = reqwest::Url::parse(&format!("{}/messages/", self.base))
+            .map_err(|e| RequestError::NotSent(format!("bad URL {}: {e}", self.base)))?;
+        url.path_segments_mut()
+            .map_err(|_| RequestError::NotSent(format!("{} cannot take a path", self.base)))?
+            .pop_if_empty()
+            .push(message_id);
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(RequestError::from_reqwest)?;
+        let status = response.status();
+        let body = response.text().await.map_err(RequestError::from_reqwest)?;
+        let bad = |detail: String| RequestError::BadBody {
+            status: status.as_u16(),
+            detail: format!("GET /messages/{message_id:?}: {detail}: {body:?}"),
+        };
+        match status {
+            StatusCode::OK => serde_json::from_str(&body)
+                .map(Some)
+                .map_err(|e| bad(e.to_string())),
+            StatusCode::NOT_FOUND => serde_json::from_str::<ErrorBody>(&body)
+                .map(|_| None)
+                .map_err(|e| bad(e.to_string())),
+            _ => Err(bad("not 200 or 404".into())),
+        }
+    }
+
+    /// `GET /ready`: `Ok(())` on `200`, `Err(why)` with the `503`'s error.
+    pub async fn ready(&self) -> Result<Result<(), String>, RequestError> {
+        let raw = self.get_raw("/ready").await?;
+        match raw.status {
+            200 => serde_json::from_str::<Ready>(&raw.body)
+                .map(|_| Ok(()))
+                .map_err(|e| RequestError::BadBody {
+                    status: 200,
+                    detail: format!("GET /ready: {e}: {:?}", raw.body),
+                }),
+            503 => serde_json::from_str::<ErrorBody>(&raw.body)
+                .map(|body| Err(body.error))
+                .map_err(|e| RequestError::BadBody {
+                    status: 503,
+                    detail: format!("GET /ready: {e}: {:?}", raw.body),
+                }),
+            status => Err(RequestError::BadBody {
+                status,
+                detail: format!("GET /ready: not 200 or 503: {:?}", raw.body),
+            }),
+        }
+    }
+
     /// The master's `GET /health`.
     pub async fn master_health(&self) -> Result<MasterHealth, RequestError> {
         self.get_json("/health").await
@@ -254,11 +341,13 @@ mod tests {
 // above on purpose.
 // ---------------------------------------------------------------------------------------------
 
-/// An answer taken as it came: the status and the body text.
+/// An answer taken as it came: the status, the `Retry-After` header and the body text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawResponse {
     /// The status code.
     pub status: u16,
+    /// The `Retry-After` header, if the answer has one (a read-only master's `503`).
+    pub retry_after: Option<String>,
     /// The body, as text.
     pub body: String,
 }
@@ -295,8 +384,16 @@ impl NodeClient {
         }
         let response = request.send().await.map_err(RequestError::from_reqwest)?;
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
         let body = response.text().await.map_err(RequestError::from_reqwest)?;
-        Ok(RawResponse { status, body })
+        Ok(RawResponse {
+            status,
+            retry_after,
+            body,
+        })
     }
 
     /// `POST /messages` with any body, under any (or no) `Content-Type`.

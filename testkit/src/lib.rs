@@ -41,12 +41,15 @@ pub use binaries::{Binaries, BinaryError, Profile};
 pub use broker::{BrokerError, BrokerOptions, PrivateBroker};
 pub use broker_cluster::{BrokerCluster, CLUSTER_SIZE};
 pub use client::{
-    MasterHealth, NodeClient, RawResponse, RequestError, SecondaryHealth, SecondaryPosition, Write,
-    WriteAck, WriteOutcome, WriteTimedOut,
+    BrokerHealth, EntryStatus, MasterHealth, NodeClient, NotYetApplied, QuorumHealth, RawResponse,
+    RequestError, SecondaryHealth, SecondaryStatus, Write, WriteAck, WriteOutcome, WriteTimedOut,
 };
 pub use cluster::{unique_namespace, Cluster, ClusterSpec, Ports};
-pub use namespace::NamespaceGuard;
+pub use namespace::{publish_raw_entry, NamespaceGuard};
 pub use node::{Node, NodeError, NodeSpec};
 pub use ports::{free_port, PortError};
-pub use test_cluster::{describe_log, TestCluster, TestClusterBuilder};
+pub use test_cluster::{
+    describe_log, TestCluster, TestClusterBuilder, FAST_HEARTBEAT_MS, FAST_SUSPECT_AFTER_MS,
+    FAST_UNHEALTHY_AFTER_MS,
+};
 pub use wait::{wait_for, WaitTimeout};

@@ -4,7 +4,8 @@
 //! `replog_shell::topology`). Durable queues outlive the nodes that declared them, so a test on a
 //! shared broker must delete its own when it ends or they pile up: [`NamespaceGuard`] does that
 //! on drop. [`delete_queues_and_exchanges`] is also what a test uses to take one queue away on
-//! purpose (an operator tidying up).
+//! purpose (an operator tidying up), and [`publish_raw_entry`] what it uses to put a message on
+//! the entries exchange that no master sent (a forged or conflicting entry).
 
 use replog_common::NodeId;
 use replog_shell::topology::Topology;
@@ -89,20 +90,7 @@ pub async fn delete_queues_and_exchanges(
 ) -> Result<(), String> {
     use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
     let cleanup = async {
-        // `amqp_url` may list a broker cluster's nodes: any node that answers will do.
-        let mut connected = Err("no broker URL".to_owned());
-        for url in amqp_url.split(',').map(str::trim) {
-            let connect = lapin::Connection::connect(url, lapin::ConnectionProperties::default());
-            match tokio::time::timeout(Duration::from_secs(3), connect).await {
-                Ok(Ok(connection)) => {
-                    connected = Ok(connection);
-                    break;
-                }
-                Ok(Err(error)) => connected = Err(format!("connect: {error}")),
-                Err(_) => connected = Err("connect: no answer within 3 s".to_owned()),
-            }
-        }
-        let connection = connected?;
+        let connection = connect_any(amqp_url).await?;
         let mut failures = Vec::new();
         // A failed delete closes its channel, so each one gets a fresh channel.
         for queue in queues {
@@ -139,4 +127,68 @@ pub async fn delete_queues_and_exchanges(
     tokio::time::timeout(CLEANUP_LIMIT, cleanup)
         .await
         .map_err(|_| format!("timed out after {CLEANUP_LIMIT:?}"))?
+}
+
+/// How long a forged publish may take before it is abandoned.
+const PUBLISH_LIMIT: Duration = Duration::from_secs(15);
+
+/// Publishes `payload` on `namespace`'s entries exchange as a master would (persistent, JSON,
+/// with publisher confirms), without being one: every secondary's queue gets it. For tests of
+/// what a secondary does with an entry the master never numbered, or numbered differently.
+pub async fn publish_raw_entry(
+    amqp_url: &str,
+    namespace: &str,
+    payload: &[u8],
+) -> Result<(), String> {
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+    use lapin::BasicProperties;
+    let exchange = Topology::new(namespace.to_owned()).entries_exchange();
+    let publish = async {
+        let connection = connect_any(amqp_url).await?;
+        let outcome = async {
+            let channel = connection.create_channel().await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            let confirm = channel
+                .basic_publish(
+                    exchange.as_str().into(),
+                    "".into(),
+                    BasicPublishOptions::default(),
+                    payload,
+                    BasicProperties::default()
+                        .with_delivery_mode(2)
+                        .with_content_type("application/json".into()),
+                )
+                .await?
+                .await?;
+            channel.close(200, "done".into()).await?;
+            Ok::<_, lapin::Error>(confirm.is_ack())
+        }
+        .await;
+        let _ = connection.close(200, "done".into()).await;
+        match outcome {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!("the broker nacked the publish to {exchange}")),
+            Err(error) => Err(format!("publish to {exchange}: {error}")),
+        }
+    };
+    tokio::time::timeout(PUBLISH_LIMIT, publish)
+        .await
+        .map_err(|_| format!("timed out after {PUBLISH_LIMIT:?}"))?
+}
+
+/// Connects to the first broker node that answers: `amqp_url` may list a broker cluster's
+/// nodes, comma-separated.
+async fn connect_any(amqp_url: &str) -> Result<lapin::Connection, String> {
+    let mut connected = Err("no broker URL".to_owned());
+    for url in amqp_url.split(',').map(str::trim) {
+        let connect = lapin::Connection::connect(url, lapin::ConnectionProperties::default());
+        match tokio::time::timeout(Duration::from_secs(3), connect).await {
+            Ok(Ok(connection)) => return Ok(connection),
+            Ok(Err(error)) => connected = Err(format!("connect: {error}")),
+            Err(_) => connected = Err("connect: no answer within 3 s".to_owned()),
+        }
+    }
+    connected
 }

@@ -15,7 +15,9 @@
 use crate::binaries::{Binaries, Profile};
 use crate::client::NodeClient;
 use crate::cluster::{unique_namespace, Cluster, ClusterSpec, Ports};
-use crate::namespace::{delete_queues_and_exchanges, secondary_queue, NamespaceGuard};
+use crate::namespace::{
+    delete_queues_and_exchanges, publish_raw_entry, secondary_queue, NamespaceGuard,
+};
 use crate::node::{Node, NodeSpec};
 use crate::wait::wait_for;
 use replog_common::wire::EntryMessage;
@@ -46,6 +48,16 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// How long a node may take to print its `listening on` line.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// `--heartbeat-ms` of every secondary under [`TestClusterBuilder::fast_heartbeats`].
+pub const FAST_HEARTBEAT_MS: u64 = 100;
+
+/// The master's `--suspect-after-ms` under [`TestClusterBuilder::fast_heartbeats`]: five
+/// missed heartbeats.
+pub const FAST_SUSPECT_AFTER_MS: u64 = 500;
+
+/// The master's `--unhealthy-after-ms` under [`TestClusterBuilder::fast_heartbeats`].
+pub const FAST_UNHEALTHY_AFTER_MS: u64 = 1500;
 
 /// The broker tests use: `REPLOG_AMQP_URL`, or the local RabbitMQ.
 pub fn amqp_url_from_env() -> String {
@@ -86,6 +98,28 @@ impl TestClusterBuilder {
             .secondary_args_by_id
             .push((id.to_owned(), strings(args)));
         self
+    }
+
+    /// Extra flags for every secondary, used whenever one starts.
+    pub fn every_secondary_args(mut self, args: &[&str]) -> Self {
+        self.spec.secondary_args.extend(strings(args));
+        self
+    }
+
+    /// Heartbeats every [`FAST_HEARTBEAT_MS`], a secondary suspected after
+    /// [`FAST_SUSPECT_AFTER_MS`] of silence and unhealthy after [`FAST_UNHEALTHY_AFTER_MS`]:
+    /// node states change within a second or two instead of ten.
+    pub fn fast_heartbeats(self) -> Self {
+        let heartbeat = FAST_HEARTBEAT_MS.to_string();
+        let suspect = FAST_SUSPECT_AFTER_MS.to_string();
+        let unhealthy = FAST_UNHEALTHY_AFTER_MS.to_string();
+        self.every_secondary_args(&["--heartbeat-ms", &heartbeat])
+            .master_args(&[
+                "--suspect-after-ms",
+                &suspect,
+                "--unhealthy-after-ms",
+                &unhealthy,
+            ])
     }
 
     /// An environment variable for the master (e.g. `RUST_LOG`).
@@ -362,6 +396,74 @@ impl TestCluster {
         delete_queues_and_exchanges(&self.spec.amqp_url, std::slice::from_ref(&queue), &[])
             .await
             .unwrap_or_else(|error| panic!("cannot delete {queue}: {error}"));
+    }
+
+    /// Starts a second process as secondary `id` (which must have been started), with its
+    /// flags but a port and an empty data directory of its own: an operator's mistake the
+    /// cluster must survive. It dies when dropped; its log stays in [`TestCluster::dir`].
+    pub async fn start_twin_secondary(&self, id: &str) -> Node {
+        let name = format!("{id}-twin");
+        let mut spec: NodeSpec = self.secondary_node(id).spec().clone();
+        let port = crate::ports::free_port().unwrap_or_else(|e| panic!("{e}"));
+        spec.name = name.clone();
+        spec.dir = self.spec.dir.join(&name);
+        spec.log = self.spec.dir.join(format!("{name}.log"));
+        spec.set_flag("--listen", format!("127.0.0.1:{port}"));
+        let data = spec.dir.join("data").to_string_lossy().into_owned();
+        spec.set_flag("--data-dir", data);
+        Node::start(spec)
+            .await
+            .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// Publishes `payload` to this cluster's acks queue (`<ns>.acks`) as a secondary would,
+    /// waiting for the broker's confirm: a forged or malformed report.
+    pub async fn publish_to_acks(&self, payload: &[u8]) {
+        use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+        let queue = format!("{}.acks", self.spec.namespace);
+        let publish = async {
+            let connection = lapin::Connection::connect(
+                &self.spec.amqp_url,
+                lapin::ConnectionProperties::default(),
+            )
+            .await?;
+            let channel = connection.create_channel().await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            let confirm = channel
+                .basic_publish(
+                    "".into(),
+                    queue.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    payload,
+                    lapin::BasicProperties::default(),
+                )
+                .await?
+                .await?;
+            let _ = connection.close(200, "published".into()).await;
+            Ok::<_, lapin::Error>(confirm)
+        };
+        let confirm = publish
+            .await
+            .unwrap_or_else(|error| panic!("cannot publish to {queue}: {error}"));
+        // An ack with a returned message means no queue took it (mandatory publish).
+        let taken = matches!(confirm, lapin::Confirmation::Ack(None));
+        assert!(
+            taken,
+            "the broker did not take the report for {queue}: {confirm:?}"
+        );
+    }
+
+    /// Publishes `payload` on this cluster's entries exchange as if a master had sent it: every
+    /// secondary's queue gets it. For forged and conflicting entries.
+    pub async fn publish_raw_entry(&self, payload: &[u8]) {
+        publish_raw_entry(&self.spec.amqp_url, &self.spec.namespace, payload)
+            .await
+            .unwrap_or_else(|error| panic!("cannot publish a raw entry: {error}"));
     }
 
     /// Starts a second master in this cluster's namespace, with the master's flags but a port

@@ -48,6 +48,12 @@ impl HoldBack {
         self.held.len()
     }
 
+    /// The entry held back at `order`, if any: what a later offer of that order is compared
+    /// with.
+    pub fn held(&self, order: Order) -> Option<&Entry> {
+        self.held.get(&order)
+    }
+
     /// Offers one delivered entry.
     pub fn offer(&mut self, entry: Entry) -> Offered {
         if entry.order <= self.applied || self.held.contains_key(&entry.order) {

@@ -274,13 +274,18 @@ impl Membership {
         self.writable
     }
 
-    /// A secondary reported `applied` from `incarnation` at `now`; the master's log ends at
-    /// `last_order`. Returns whether (and how) the report counts, and what changed.
+    /// A secondary reported `applied` from `incarnation`, received at `now` and sent `age`
+    /// before that by the sender's clock (zero when its clock runs ahead); the master's log
+    /// ends at `last_order`. Returns whether (and how) the report counts, and what changed.
+    ///
+    /// A report older than `unhealthy_after` waited in the queue (the master was down, or the
+    /// sender's clock is far behind): its position counts, but it is no sign of life now.
     pub fn on_report(
         &mut self,
         id: &NodeId,
         incarnation: Incarnation,
         applied: Order,
+        age: Duration,
         last_order: Order,
         now: Instant,
     ) -> (Reported, Changes) {
@@ -291,7 +296,9 @@ impl Membership {
             return (Reported::RetiredIncarnation, Changes::default());
         }
         // Heard from, whatever the position says: a node that speaks is alive.
-        member.last_seen = Some(now);
+        if !self.policy.is_stale(age) {
+            member.last_seen = Some(now);
+        }
         let reported = if applied > last_order {
             Reported::BeyondLog { last_order }
         } else {
@@ -351,6 +358,11 @@ impl Membership {
 }
 
 impl HealthPolicy {
+    /// Whether a report sent `age` ago is too old to show that its sender is alive now.
+    pub fn is_stale(&self, age: Duration) -> bool {
+        age >= self.unhealthy_after
+    }
+
     /// The state of a secondary silent for `silent_for` (`None`: never heard from) when the
     /// master has been up for `uptime`.
     pub fn state(&self, silent_for: Option<Duration>, uptime: Duration) -> NodeState {
@@ -413,7 +425,7 @@ mod tests {
     fn silence_walks_the_ladder_and_a_report_brings_it_back() {
         let t0 = Instant::now();
         let mut view = membership(QuorumRule::Majority, t0);
-        let (_, changes) = view.on_report(&id("s1"), INC_A, Order(3), Order(5), t0);
+        let (_, changes) = view.on_report(&id("s1"), INC_A, Order(3), Duration::ZERO, Order(5), t0);
         assert_eq!(changes.transitions[0].to, NodeState::Healthy);
         assert!(view
             .tick(t0 + Duration::from_millis(2999))
@@ -440,6 +452,7 @@ mod tests {
             &id("s1"),
             INC_A,
             Order(3),
+            Duration::ZERO,
             Order(5),
             t0 + Duration::from_secs(11),
         );
@@ -456,9 +469,10 @@ mod tests {
     fn positions_only_grow_within_one_incarnation() {
         let t0 = Instant::now();
         let mut view = membership(QuorumRule::Majority, t0);
-        view.on_report(&id("s1"), INC_A, Order(5), Order(9), t0);
+        view.on_report(&id("s1"), INC_A, Order(5), Duration::ZERO, Order(9), t0);
         // A reordered, older ack of the same incarnation.
-        let (reported, _) = view.on_report(&id("s1"), INC_A, Order(2), Order(9), t0);
+        let (reported, _) =
+            view.on_report(&id("s1"), INC_A, Order(2), Duration::ZERO, Order(9), t0);
         assert_eq!(
             reported,
             Reported::Counted {
@@ -472,8 +486,9 @@ mod tests {
     fn a_new_incarnation_replaces_the_position_and_retires_the_old_one() {
         let t0 = Instant::now();
         let mut view = membership(QuorumRule::Majority, t0);
-        view.on_report(&id("s2"), INC_A, Order(100), Order(100), t0);
-        let (reported, _) = view.on_report(&id("s2"), INC_B, Order(0), Order(100), t0);
+        view.on_report(&id("s2"), INC_A, Order(100), Duration::ZERO, Order(100), t0);
+        let (reported, _) =
+            view.on_report(&id("s2"), INC_B, Order(0), Duration::ZERO, Order(100), t0);
         assert_eq!(
             reported,
             Reported::Counted {
@@ -487,7 +502,8 @@ mod tests {
             (Order::ZERO, Some(INC_B))
         );
         // A stale ack of the old incarnation, still in the queue, must not count.
-        let (late, _) = view.on_report(&id("s2"), INC_A, Order(100), Order(100), t0);
+        let (late, _) =
+            view.on_report(&id("s2"), INC_A, Order(100), Duration::ZERO, Order(100), t0);
         assert_eq!(late, Reported::RetiredIncarnation);
         assert_eq!(view.member(&id("s2")).unwrap().acked, Order::ZERO);
     }
@@ -496,7 +512,14 @@ mod tests {
     fn positions_beyond_the_log_and_unknown_nodes_are_ignored() {
         let t0 = Instant::now();
         let mut view = membership(QuorumRule::Majority, t0);
-        let (reported, _) = view.on_report(&id("s1"), INC_A, Order(1_000_000_000), Order(4), t0);
+        let (reported, _) = view.on_report(
+            &id("s1"),
+            INC_A,
+            Order(1_000_000_000),
+            Duration::ZERO,
+            Order(4),
+            t0,
+        );
         assert_eq!(
             reported,
             Reported::BeyondLog {
@@ -504,11 +527,47 @@ mod tests {
             }
         );
         assert_eq!(view.member(&id("s1")).unwrap().acked, Order::ZERO);
-        let (unknown, changes) = view.on_report(&id("s9"), INC_A, Order(1), Order(4), t0);
+        let (unknown, changes) =
+            view.on_report(&id("s9"), INC_A, Order(1), Duration::ZERO, Order(4), t0);
         assert_eq!(
             (unknown, changes),
             (Reported::UnknownNode, Changes::default())
         );
+    }
+
+    #[test]
+    fn a_report_that_waited_in_the_queue_counts_its_position_but_not_as_a_sign_of_life() {
+        let t0 = Instant::now();
+        let mut view = membership(QuorumRule::Majority, t0);
+        // Sent before the master started, while nobody consumed the acks queue.
+        let (reported, changes) = view.on_report(
+            &id("s1"),
+            INC_A,
+            Order(4),
+            Duration::from_secs(60),
+            Order(9),
+            t0,
+        );
+        assert_eq!(
+            reported,
+            Reported::Counted {
+                position: Order(4),
+                replaced: false
+            }
+        );
+        assert!(changes.transitions.is_empty(), "{changes:?}");
+        let s1 = view.member(&id("s1")).unwrap();
+        assert_eq!((s1.state, s1.last_seen), (NodeState::Suspected, None));
+        // A fresh one does.
+        let (_, changes) = view.on_report(
+            &id("s1"),
+            INC_A,
+            Order(4),
+            Duration::from_millis(20),
+            Order(9),
+            t0,
+        );
+        assert_eq!(changes.transitions[0].to, NodeState::Healthy);
     }
 
     #[test]

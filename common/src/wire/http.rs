@@ -119,44 +119,117 @@ pub struct ReadOnly {
     pub needed: Option<u64>,
 }
 
-/// The master's `GET /health`.
+/// The master's `GET /health`: its liveness probe, always answered `200`, with what it knows
+/// of the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MasterHealth {
-    /// `ok`.
+    /// `ok` (writable, every secondary healthy), `degraded` (writable, some secondary is not
+    /// healthy) or `read-only` (no quorum, or the log is fenced).
     pub status: String,
     /// `master`.
     pub role: String,
+    /// Whether `POST /messages` takes new entries now.
+    pub writable: bool,
     /// The end of its log.
     pub last_order: u64,
-    /// Each configured secondary's acknowledged position.
-    pub secondaries: Vec<SecondaryPosition>,
+    /// The quorum as it stands.
+    pub quorum: QuorumHealth,
+    /// The master's link to the broker.
+    pub broker: BrokerHealth,
+    /// Each configured secondary as the master sees it.
+    pub secondaries: Vec<SecondaryStatus>,
 }
 
 impl MasterHealth {
-    /// A healthy master whose log ends at `last_order`.
-    pub fn ok(last_order: u64, secondaries: Vec<SecondaryPosition>) -> MasterHealth {
-        MasterHealth {
-            status: "ok".into(),
-            role: "master".into(),
-            last_order,
-            secondaries,
+    /// `ok`: writable, every secondary healthy.
+    pub const OK: &'static str = "ok";
+    /// `degraded`: writable, but some secondary is suspected or unhealthy.
+    pub const DEGRADED: &'static str = "degraded";
+    /// `read-only`: no new entries are taken.
+    pub const READ_ONLY: &'static str = "read-only";
+
+    /// The status word for a master that is (or is not) `writable` with these secondaries.
+    pub fn status_of(writable: bool, secondaries: &[SecondaryStatus]) -> &'static str {
+        if !writable {
+            Self::READ_ONLY
+        } else if secondaries
+            .iter()
+            .any(|secondary| secondary.status != SecondaryStatus::HEALTHY)
+        {
+            Self::DEGRADED
+        } else {
+            Self::OK
         }
     }
 }
 
-/// One secondary's position as the master knows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SecondaryPosition {
-    /// Its id.
-    pub id: String,
-    /// Everything up to here it said it holds.
-    pub acked: u64,
+/// How many nodes are healthy, of how many, and how many writes need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuorumHealth {
+    /// The master plus every configured secondary.
+    pub nodes: u64,
+    /// How many must be healthy for the master to take writes (`0` with `--quorum off`).
+    pub needed: u64,
+    /// How many are: the master, and every secondary that is not `unhealthy`.
+    pub healthy: u64,
 }
 
-/// A secondary's `GET /health`.
+/// A node's link to the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerHealth {
+    /// Whether its channel to the broker is up now.
+    pub connected: bool,
+}
+
+/// One secondary as the master sees it, in the master's `/health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecondaryStatus {
+    /// Its id.
+    pub id: String,
+    /// `healthy`, `suspected` or `unhealthy`.
+    pub status: String,
+    /// Everything up to here its current incarnation said it holds.
+    pub acked: u64,
+    /// Entries behind the master's `last_order`.
+    pub lag: u64,
+    /// Milliseconds since the master last heard from it; `null` when never (since the master
+    /// started).
+    pub last_seen_ms: Option<u64>,
+    /// The incarnation of its data directory; `null` until it reported one.
+    pub incarnation: Option<String>,
+}
+
+impl SecondaryStatus {
+    /// Heard from within `--suspect-after-ms`.
+    pub const HEALTHY: &'static str = "healthy";
+    /// Silent for longer than `--suspect-after-ms`, or not heard from since the master started.
+    pub const SUSPECTED: &'static str = "suspected";
+    /// Silent for longer than `--unhealthy-after-ms`: no longer counts toward the quorum.
+    pub const UNHEALTHY: &'static str = "unhealthy";
+}
+
+/// The `200` answer of `GET /ready`: the node can do its job. When it cannot, `/ready` answers
+/// `503` with an [`ErrorBody`] saying why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ready {
+    /// `ready`.
+    pub status: String,
+}
+
+impl Default for Ready {
+    /// The one ready answer: `{"status": "ready"}`.
+    fn default() -> Ready {
+        Ready {
+            status: "ready".into(),
+        }
+    }
+}
+
+/// A secondary's `GET /health` (always `200`: it is the liveness probe).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecondaryHealth {
-    /// `ok`.
+    /// `ok`, or `diverged` once it found an entry that conflicts with what it holds (see
+    /// [`SecondaryHealth::DIVERGED`]).
     pub status: String,
     /// `secondary`.
     pub role: String,
@@ -166,20 +239,26 @@ pub struct SecondaryHealth {
     pub applied: u64,
     /// Entries waiting beyond a gap.
     pub held_back: u64,
+    /// The incarnation of its data directory.
+    pub incarnation: String,
+    /// The master as its last HTTP call saw it: `reachable`, `unreachable`, or `unknown` before
+    /// the first call.
+    pub master: String,
+    /// Its connection to the broker.
+    pub broker: BrokerHealth,
 }
 
 impl SecondaryHealth {
-    /// A healthy secondary `id` holding everything up to `applied`, with `held_back` entries
-    /// waiting beyond a gap.
-    pub fn ok(id: String, applied: u64, held_back: u64) -> SecondaryHealth {
-        SecondaryHealth {
-            status: "ok".into(),
-            role: "secondary".into(),
-            id,
-            applied,
-            held_back,
-        }
-    }
+    /// The `status` of a secondary working normally.
+    pub const OK: &'static str = "ok";
+    /// The `status` of a secondary that found its history forked from the master's.
+    pub const DIVERGED: &'static str = "diverged";
+    /// `master`: the last call to the master got an answer.
+    pub const MASTER_REACHABLE: &'static str = "reachable";
+    /// `master`: the last call to the master got no answer.
+    pub const MASTER_UNREACHABLE: &'static str = "unreachable";
+    /// `master`: the master was not asked yet.
+    pub const MASTER_UNKNOWN: &'static str = "unknown";
 }
 
 /// The body of `GET /messages` on every node.
@@ -196,6 +275,33 @@ impl MessagesPage {
             messages: entries.iter().map(EntryMessage::from).collect(),
         }
     }
+}
+
+/// The `504` answer of `GET /messages?min_order=N&wait_ms=T`: the node had not applied through
+/// `N` when the wait ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotYetApplied {
+    /// The explanation.
+    pub error: String,
+    /// How far the node had applied (the end of its log) when it gave up.
+    pub applied: u64,
+}
+
+/// The master's `GET /messages/{message_id}`: where an entry stands and who holds it. Resolves
+/// a write whose answer was lost or timed out without sending its content again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryStatus {
+    /// The entry's id.
+    pub message_id: String,
+    /// Its position.
+    pub order: u64,
+    /// Its content.
+    pub content: String,
+    /// How many nodes hold it (the length of `held_by`).
+    pub acks: u64,
+    /// The nodes holding it: `master` first, then each secondary whose acknowledged position
+    /// covers it.
+    pub held_by: Vec<String>,
 }
 
 #[cfg(test)]
@@ -244,20 +350,56 @@ mod tests {
             as_json(&ErrorBody { error: "no".into() }),
             json!({"error": "no"})
         );
-        let health = MasterHealth::ok(
-            7,
-            vec![SecondaryPosition {
-                id: "s1".into(),
-                acked: 5,
-            }],
-        );
+        let secondaries = vec![SecondaryStatus {
+            id: "s1".into(),
+            status: SecondaryStatus::SUSPECTED.into(),
+            acked: 5,
+            lag: 2,
+            last_seen_ms: None,
+            incarnation: None,
+        }];
+        let health = MasterHealth {
+            status: MasterHealth::status_of(true, &secondaries).into(),
+            role: "master".into(),
+            writable: true,
+            last_order: 7,
+            quorum: QuorumHealth {
+                nodes: 2,
+                needed: 2,
+                healthy: 2,
+            },
+            broker: BrokerHealth { connected: true },
+            secondaries,
+        };
         assert_eq!(
             as_json(&health),
-            json!({"status": "ok", "role": "master", "last_order": 7, "secondaries": [{"id": "s1", "acked": 5}]})
+            json!({"status": "degraded", "role": "master", "writable": true, "last_order": 7,
+                   "quorum": {"nodes": 2, "needed": 2, "healthy": 2},
+                   "broker": {"connected": true},
+                   "secondaries": [{"id": "s1", "status": "suspected", "acked": 5, "lag": 2,
+                                    "last_seen_ms": null, "incarnation": null}]})
         );
+        let secondary = SecondaryHealth {
+            status: SecondaryHealth::OK.into(),
+            role: "secondary".into(),
+            id: "s1".into(),
+            applied: 5,
+            held_back: 2,
+            incarnation: "00000000-0000-0000-0000-000000000007".into(),
+            master: SecondaryHealth::MASTER_REACHABLE.into(),
+            broker: BrokerHealth { connected: true },
+        };
         assert_eq!(
-            as_json(&SecondaryHealth::ok("s1".into(), 5, 2)),
-            json!({"status": "ok", "role": "secondary", "id": "s1", "applied": 5, "held_back": 2})
+            MasterHealth::status_of(false, &health.secondaries),
+            "read-only"
+        );
+        assert_eq!(MasterHealth::status_of(true, &[]), "ok");
+        assert_eq!(as_json(&Ready::default()), json!({"status": "ready"}));
+        assert_eq!(
+            as_json(&secondary),
+            json!({"status": "ok", "role": "secondary", "id": "s1", "applied": 5, "held_back": 2,
+                   "incarnation": "00000000-0000-0000-0000-000000000007", "master": "reachable",
+                   "broker": {"connected": true}})
         );
     }
 
@@ -282,5 +424,26 @@ mod tests {
         );
         let back: ShuttingDown = serde_json::from_str(r#"{"error":"stopping"}"#).unwrap();
         assert_eq!(back.order, None);
+    }
+
+    #[test]
+    fn status_and_wait_answers_keep_their_field_names() {
+        let status = EntryStatus {
+            message_id: "a".into(),
+            order: 3,
+            content: "hi".into(),
+            acks: 2,
+            held_by: vec!["master".into(), "s1".into()],
+        };
+        assert_eq!(
+            as_json(&status),
+            json!({"message_id": "a", "order": 3, "content": "hi", "acks": 2, "held_by": ["master", "s1"]})
+        );
+        let late = NotYetApplied {
+            error: "late".into(),
+            applied: 4,
+        };
+        assert_eq!(as_json(&late), json!({"error": "late", "applied": 4}));
+        assert_eq!(as_json(&Ready::default()), json!({"status": "ready"}));
     }
 }

@@ -6,11 +6,13 @@
 //!
 //! - [`amqp`]: the entries the master publishes and the acks the secondaries send back.
 //! - [`http`]: the request and answer bodies of the nodes' HTTP APIs.
+//! - [`run`]: the versioned format of an entries message: a run of consecutive entries.
 
 pub mod amqp;
 pub mod http;
+pub mod run;
 
-pub use amqp::{AckMessage, EntryMessage};
+pub use amqp::{AckMessage, EntryMessage, Published};
 pub use http::MessagesPage;
 
 /// Why a wire message could not become a domain value.
@@ -25,4 +27,23 @@ pub enum WireError {
     /// The message id is empty or too long.
     #[error("invalid message id")]
     BadMessageId,
+    /// An entries message of a format version this build does not know.
+    #[error("entries message of wire version {got}; this build reads version {supported} (and single entries of earlier builds): upgrade this node")]
+    UnsupportedVersion {
+        /// The version the message says it is.
+        got: u32,
+        /// The version this build writes and reads.
+        supported: u32,
+    },
+    /// A run message with no entries.
+    #[error("a run message holds no entries")]
+    EmptyRun,
+    /// A run whose orders are not consecutive.
+    #[error("a run message skips or reorders entries: {expected} was due, got {got}")]
+    NotConsecutive {
+        /// The order due.
+        expected: u64,
+        /// The order found.
+        got: u64,
+    },
 }

@@ -105,7 +105,7 @@ impl IntoResponse for ApiError {
                 acks,
                 ..
             } => {
-                tracing::info!(%message_id, %order, acks, "write concern timed out");
+                tracing::info!(message_id = message_id.as_str(), %order, acks, "write concern timed out");
                 let body = WriteTimedOut {
                     error: message,
                     message_id: message_id.as_str().to_owned(),

@@ -11,8 +11,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use replog_common::events;
-use replog_common::wire::http::{MasterHealth, SecondaryPosition, WriteAck};
+use replog_common::wire::http::{
+    BrokerHealth, ErrorBody, MasterHealth, QuorumHealth, Ready, SecondaryStatus, WriteAck,
+};
 use replog_shell::http::{serve_page, HttpError, PageQuery};
+use std::time::Instant;
 
 /// `POST /messages`: append (or find) the entry, then wait for its write concern.
 pub async fn post_message(
@@ -71,18 +74,58 @@ pub async fn list_messages(
     Ok(serve_page(app.store.clone(), query).await?)
 }
 
-/// `GET /health`: role, log end and each secondary's acknowledged position.
+/// `GET /health`: the liveness probe, always `200`: whether the master takes writes, its log
+/// end, the quorum, its broker link and each secondary as it sees it.
 pub async fn health(State(app): State<AppState>) -> Json<MasterHealth> {
-    let secondaries = app
-        .replication
-        .positions()
-        .into_iter()
-        .map(|(id, acked)| SecondaryPosition {
-            id: id.into(),
-            acked: acked.get(),
+    let last_order = app.store.last_order();
+    let view = app.replication.view(Instant::now());
+    let secondaries: Vec<SecondaryStatus> = view
+        .members
+        .iter()
+        .map(|member| SecondaryStatus {
+            id: member.id.as_str().to_owned(),
+            status: member.state.as_str().to_owned(),
+            acked: member.acked.get(),
+            lag: last_order.get().saturating_sub(member.acked.get()),
+            last_seen_ms: member.silent_for.map(|silence| silence.as_millis() as u64),
+            incarnation: member
+                .incarnation
+                .map(|incarnation| incarnation.to_string()),
         })
         .collect();
-    Json(MasterHealth::ok(app.store.last_order().get(), secondaries))
+    let writable = view.writable && app.fence.get().is_none();
+    Json(MasterHealth {
+        status: MasterHealth::status_of(writable, &secondaries).to_owned(),
+        role: "master".into(),
+        writable,
+        last_order: last_order.get(),
+        quorum: QuorumHealth {
+            nodes: view.quorum.nodes as u64,
+            needed: view.quorum.needed as u64,
+            healthy: view.quorum.healthy as u64,
+        },
+        broker: BrokerHealth {
+            connected: app.broker_connected(),
+        },
+        secondaries,
+    })
+}
+
+/// `GET /ready`: the readiness probe. `200` while the master takes writes and hears the
+/// broker; `503` with the reason otherwise.
+pub async fn ready(State(app): State<AppState>) -> Response {
+    let why_not = match app.read_only() {
+        Some(reason) => Some(reason.to_string()),
+        None if !app.broker_connected() => Some(
+            "not connected to the broker: acks cannot arrive, so writes cannot meet their write concern"
+                .to_owned(),
+        ),
+        None => None,
+    };
+    match why_not {
+        None => (StatusCode::OK, Json(Ready::default())).into_response(),
+        Some(error) => (StatusCode::SERVICE_UNAVAILABLE, Json(ErrorBody { error })).into_response(),
+    }
 }
 
 /// Any other path.

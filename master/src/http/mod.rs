@@ -1,5 +1,7 @@
-//! The master's HTTP API: `POST /messages`, `GET /messages`, `GET /health`.
+//! The master's HTTP API: `POST /messages`, `GET /messages`, `GET /health` (liveness, with
+//! the cluster as the master sees it) and `GET /ready` (readiness: writable and connected).
 
+mod entry_status;
 mod error;
 mod handlers;
 
@@ -14,6 +16,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::Router;
 use replog_shell::store::LogStore;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// What every handler shares.
@@ -31,12 +34,23 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Raised when the log is shorter than the evidence: no new entries then.
     pub fence: Arc<Fence>,
+    /// Whether the ack consumer's channel is up (set by the ack consumer).
+    pub broker_connected: Arc<AtomicBool>,
 }
 
 impl AppState {
-    /// Why the master takes no new entries now, if it does not.
+    /// Why the master takes no new entries now, if it does not: the fence first (it needs an
+    /// operator), then a missing quorum (it heals by itself).
     pub fn read_only(&self) -> Option<ReadOnly> {
-        self.fence.get().map(ReadOnly::Fenced)
+        if let Some(fenced) = self.fence.get() {
+            return Some(ReadOnly::Fenced(fenced));
+        }
+        self.replication.quorum_lost().map(ReadOnly::NoQuorum)
+    }
+
+    /// Whether the master hears the broker now.
+    pub fn broker_connected(&self) -> bool {
+        self.broker_connected.load(Ordering::Acquire)
     }
 }
 
@@ -48,7 +62,9 @@ pub fn router(state: AppState) -> Router {
             "/messages",
             get(handlers::list_messages).post(handlers::post_message),
         )
+        .route("/messages/{message_id}", get(entry_status::entry_status))
         .route("/health", get(handlers::health))
+        .route("/ready", get(handlers::ready))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))

@@ -10,7 +10,8 @@ use axum::extract::rejection::QueryRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use replog_common::wire::http::ErrorBody;
+use replog_common::ids::Order;
+use replog_common::wire::http::{ErrorBody, NotYetApplied};
 use std::error::Error;
 
 /// How a node names itself and its routes in the errors both nodes share, so that a client
@@ -34,9 +35,21 @@ pub enum HttpError {
     /// No such route (404).
     #[error("{}", .0.not_found)]
     NotFound(&'static NodeApi),
+    /// Something the client named does not exist here, e.g. an entry by its id (404); the
+    /// message says what.
+    #[error("{0}")]
+    ResourceNotFound(String),
     /// A known path with the wrong method (405).
     #[error("{}", .0.method_not_allowed)]
     MethodNotAllowed(&'static NodeApi),
+    /// A read asked for an order the node had not applied in time (504).
+    #[error("{message}")]
+    NotYetApplied {
+        /// The whole message for the client.
+        message: String,
+        /// How far the node had applied.
+        applied: Order,
+    },
     /// Something broke inside (500); the client sees no details.
     #[error("internal error: {source}")]
     Internal {
@@ -72,9 +85,18 @@ impl IntoResponse for HttpError {
         let message = self.to_string();
         match self {
             HttpError::BadRequest(_) => error_response(StatusCode::BAD_REQUEST, message),
-            HttpError::NotFound(_) => error_response(StatusCode::NOT_FOUND, message),
+            HttpError::NotFound(_) | HttpError::ResourceNotFound(_) => {
+                error_response(StatusCode::NOT_FOUND, message)
+            }
             HttpError::MethodNotAllowed(_) => {
                 error_response(StatusCode::METHOD_NOT_ALLOWED, message)
+            }
+            HttpError::NotYetApplied { applied, .. } => {
+                let body = NotYetApplied {
+                    error: message,
+                    applied: applied.get(),
+                };
+                (StatusCode::GATEWAY_TIMEOUT, Json(body)).into_response()
             }
             HttpError::Internal { api, source } => {
                 tracing::error!(detail = %source, "request failed with an internal error");
@@ -129,6 +151,11 @@ mod tests {
                 HttpError::NotFound(&API),
                 StatusCode::NOT_FOUND,
                 "no such endpoint here",
+            ),
+            (
+                HttpError::ResourceNotFound("no entry with message_id \"x\"".into()),
+                StatusCode::NOT_FOUND,
+                "no entry with message_id \"x\"",
             ),
             (
                 HttpError::MethodNotAllowed(&API),

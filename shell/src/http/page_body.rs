@@ -208,6 +208,7 @@ mod tests {
         let query = PageQuery {
             from: from.map(Into::into),
             limit: limit.map(Into::into),
+            ..PageQuery::default()
         };
         let response = serve_page(store, Ok(Query(query))).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);

@@ -6,8 +6,8 @@
 use futures_util::StreamExt;
 use replog_common::wire::EntryMessage;
 use replog_testkit::{
-    describe_log, MasterHealth, NodeClient, TestCluster, Write, WriteAck, WriteOutcome,
-    WriteTimedOut,
+    describe_log, MasterHealth, NodeClient, SecondaryStatus, TestCluster, Write, WriteAck,
+    WriteOutcome, WriteTimedOut,
 };
 use std::collections::HashSet;
 use std::future::Future;
@@ -219,6 +219,58 @@ pub fn acked_by(health: &MasterHealth) -> Vec<(String, u64)> {
         .iter()
         .map(|node| (node.id.clone(), node.acked))
         .collect()
+}
+
+/// Secondary `id` as the master's `/health` shows it; missing fails the test.
+pub fn secondary_in(health: &MasterHealth, id: &str) -> SecondaryStatus {
+    health
+        .secondaries
+        .iter()
+        .find(|secondary| secondary.id == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("the master's /health lists no {id}: {health:?}"))
+}
+
+/// Polls the master's `/health` until `holds` accepts it (`what` says what is awaited), and
+/// returns it.
+pub async fn wait_for_health<F>(master: &NodeClient, what: &str, holds: F) -> MasterHealth
+where
+    F: Fn(&MasterHealth) -> bool,
+{
+    wait_for(DEADLINE, what, || async {
+        let health = master_health(master).await;
+        if holds(&health) {
+            Ok(health)
+        } else {
+            Err(format!("{health:?}"))
+        }
+    })
+    .await
+}
+
+/// Polls the master's `/health` until it shows secondary `id` as `status` (`healthy`,
+/// `suspected` or `unhealthy`), and returns what it shows of it.
+pub async fn wait_for_status(master: &NodeClient, id: &str, status: &str) -> SecondaryStatus {
+    let what = format!("the master shows {id} {status}");
+    let health = wait_for_health(master, &what, |health| {
+        secondary_in(health, id).status == status
+    })
+    .await;
+    secondary_in(&health, id)
+}
+
+/// Polls until the master shows every secondary healthy (`status: ok`): with short
+/// thresholds, a secondary slower to start than `--unhealthy-after-ms` may briefly cost the
+/// quorum, so tests that count on it wait for this first.
+pub async fn wait_until_all_healthy(master: &NodeClient) -> MasterHealth {
+    wait_for_health(master, "every secondary is healthy", |health| {
+        health.status == MasterHealth::OK
+            && health
+                .secondaries
+                .iter()
+                .all(|secondary| secondary.status == SecondaryStatus::HEALTHY)
+    })
+    .await
 }
 
 /// Sends every `(content, w)` write with at most `concurrency` in flight; each must be answered

@@ -25,6 +25,13 @@
 //!   And an entry requeued many times is still delivered.
 //! - [`paging`]: `GET /messages?from=&limit=`.
 //! - [`startup`]: the one stdout line every node prints once bound, and health reports.
+//! - [`membership`]: heartbeats and node states on the master's `/health`, quorum read-only
+//!   and back, `/ready`, incarnations (a secondary that lost its data no longer counts), and
+//!   reports the master must not believe.
+//! - [`divergence`]: a conflicting entry makes a secondary refuse it and report `diverged`; a
+//!   secondary's `/health` and `/ready`.
+//! - [`read_your_writes`]: `GET /messages?min_order=&wait_ms=`.
+//! - [`entry_status`]: the master's `GET /messages/{message_id}`.
 //!
 //! The broker is `REPLOG_AMQP_URL` (default the local RabbitMQ, guest/guest). A failed test
 //! prints the tail of every node's log and keeps the logs (the path is printed).
@@ -34,11 +41,15 @@ mod broker_cluster;
 mod catch_up;
 mod concurrency;
 mod dedup;
+mod divergence;
 mod durability;
+mod entry_status;
 mod fence;
 mod helpers;
+mod membership;
 mod ordering;
 mod paging;
+mod read_your_writes;
 mod recovery;
 mod self_check;
 mod startup;

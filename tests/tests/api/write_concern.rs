@@ -44,6 +44,7 @@ async fn a_default_write_returns_only_once_the_delayed_secondary_shows_it() {
             message_id: answer.message_id.clone(),
             order: index as u64 + 1,
             content: content.into(),
+            master_incarnation: None,
         });
         assert_eq!(
             on_s2, expected,
