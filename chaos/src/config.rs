@@ -74,6 +74,12 @@ pub struct ChaosConfig {
     #[arg(long, value_enum, default_value_t = QueueKind::Classic)]
     pub queue_type: QueueKind,
 
+    /// RabbitMQ nodes: 1 (a private node) or 3 (a private cluster, every replog node given all
+    /// three URLs; use `--queue-type quorum` so queues survive a node). Broker faults then hit
+    /// one node at a time, so the cluster never loses its majority for longer than one pause.
+    #[arg(long, default_value_t = 1, value_parser = parse_broker_nodes)]
+    pub broker_nodes: usize,
+
     /// Directory holding the `master` and `secondary` binaries [default: built with the
     /// checker's own profile: `cargo run --release -p chaos` drives release nodes].
     #[arg(long, env = "REPLOG_BIN_DIR")]
@@ -112,6 +118,18 @@ pub struct ChaosConfig {
     /// seconds.
     #[arg(long, default_value_t = 120)]
     pub converge_timeout_secs: u64,
+}
+
+/// One node, or the three of [`replog_testkit::BrokerCluster`].
+fn parse_broker_nodes(raw: &str) -> Result<usize, String> {
+    match raw.parse::<usize>() {
+        Ok(1) => Ok(1),
+        Ok(n) if n == replog_testkit::CLUSTER_SIZE => Ok(n),
+        _ => Err(format!(
+            "1 (one broker node) or {} (a cluster)",
+            replog_testkit::CLUSTER_SIZE
+        )),
+    }
 }
 
 impl ChaosConfig {

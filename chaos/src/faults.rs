@@ -6,10 +6,11 @@
 //! `busy` flag), and every fault heals itself after a random pause, so when the scheduler stops
 //! and its faults end, everything is up again (the heal step makes sure).
 
+use crate::brokers::Brokers;
 use crate::history::now_us;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use replog_testkit::{Node, PrivateBroker};
+use replog_testkit::Node;
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -123,6 +124,8 @@ pub struct FaultPlan {
     nodes: usize,
     /// The kinds in play with their weights.
     kinds: Vec<(FaultKind, u32)>,
+    /// How many broker nodes a broker fault picks from.
+    broker_nodes: usize,
 }
 
 /// One planned fault.
@@ -134,6 +137,8 @@ pub struct PlannedFault {
     pub kind: FaultKind,
     /// Which node; `None` for the broker.
     pub target: Option<usize>,
+    /// Which broker node a broker fault hits (0 with a single broker).
+    pub broker_node: usize,
     /// How long the target stays down or frozen.
     pub pause: Duration,
 }
@@ -149,7 +154,14 @@ impl FaultPlan {
                 .into_iter()
                 .filter(|(kind, _)| broker_faults || !kind.on_broker())
                 .collect(),
+            broker_nodes: 1,
         }
+    }
+
+    /// Broker faults pick one of `n` broker nodes (a cluster's), uniformly.
+    pub fn with_broker_nodes(mut self, n: usize) -> FaultPlan {
+        self.broker_nodes = n.max(1);
+        self
     }
 
     /// The next fault: exponential gaps (faults arrive as a Poisson process), kinds by
@@ -171,11 +183,18 @@ impl FaultPlan {
             pick -= weight;
         }
         let target = (!kind.on_broker()).then(|| self.rng.random_range(0..self.nodes));
+        // Drawn only with several broker nodes, so a single broker's seeds replay as before.
+        let broker_node = if kind.on_broker() && self.broker_nodes > 1 {
+            self.rng.random_range(0..self.broker_nodes)
+        } else {
+            0
+        };
         let pause = kind.pause(&mut self.rng);
         PlannedFault {
             gap,
             kind,
             target,
+            broker_node,
             pause,
         }
     }
@@ -230,9 +249,10 @@ pub struct Targets {
     pub nodes: Vec<tokio::sync::Mutex<Node>>,
     /// Their names, in the same order.
     pub names: Vec<String>,
-    /// The private broker.
-    pub broker: tokio::sync::Mutex<PrivateBroker>,
-    /// One flag per node, then one for the broker: a fault is under way.
+    /// The private broker: one node or a cluster.
+    pub broker: tokio::sync::Mutex<Brokers>,
+    /// One flag per node, then one for the broker (all its nodes: one broker node is faulted at
+    /// a time, so a cluster keeps its majority): a fault is under way.
     busy: Vec<AtomicBool>,
     /// Every fault, once healed.
     events: Mutex<Vec<FaultEvent>>,
@@ -246,12 +266,7 @@ pub struct Targets {
 
 impl Targets {
     /// Wraps the running processes.
-    pub fn new(
-        nodes: Vec<Node>,
-        broker: PrivateBroker,
-        began: Instant,
-        sabotage: Sabotage,
-    ) -> Targets {
+    pub fn new(nodes: Vec<Node>, broker: Brokers, began: Instant, sabotage: Sabotage) -> Targets {
         let names = nodes.iter().map(|n| n.name().to_owned()).collect();
         let busy = (0..=nodes.len()).map(|_| AtomicBool::new(false)).collect();
         Targets {
@@ -308,11 +323,12 @@ impl Targets {
         Err(format!("{} did not restart: {last}", self.names[index]))
     }
 
-    /// Starts the broker again if it is down, trying a few times.
-    async fn start_broker(&self) -> Result<(), String> {
+    /// Starts broker node `index` again if it is down, trying a few times.
+    async fn start_broker(&self, index: usize) -> Result<(), String> {
         let mut last = String::new();
         for attempt in 1..=3 {
-            let mut broker = self.broker.lock().await;
+            let mut brokers = self.broker.lock().await;
+            let broker = brokers.node_mut(index);
             match broker.start().await {
                 Ok(()) => {
                     tracing::info!(took = ?broker.last_start_duration(), "broker up again");
@@ -323,15 +339,15 @@ impl Targets {
                     last = error.to_string();
                 }
             }
-            drop(broker);
+            drop(brokers);
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         Err(format!("the broker did not start: {last}"))
     }
 
-    async fn inject(&self, kind: FaultKind, slot: usize, pause: Duration) {
+    async fn inject(&self, kind: FaultKind, slot: usize, broker_node: usize, pause: Duration) {
         let target = if kind.on_broker() {
-            "broker".to_owned()
+            self.broker.lock().await.name(broker_node)
         } else {
             self.names[slot].clone()
         };
@@ -341,7 +357,7 @@ impl Targets {
             kind.label()
         );
         let start_us = now_us();
-        let outcome = self.act(kind, slot, pause).await;
+        let outcome = self.act(kind, slot, broker_node, pause).await;
         if let Err(error) = &outcome {
             tracing::warn!(%target, %error, "fault did not complete");
         }
@@ -376,7 +392,13 @@ impl Targets {
         std::fs::remove_dir_all(dir).map_err(|e| format!("cannot wipe {dir}: {e}"))
     }
 
-    async fn act(&self, kind: FaultKind, slot: usize, pause: Duration) -> Result<(), String> {
+    async fn act(
+        &self,
+        kind: FaultKind,
+        slot: usize,
+        broker_node: usize,
+        pause: Duration,
+    ) -> Result<(), String> {
         match kind {
             FaultKind::Kill => {
                 self.nodes[slot]
@@ -419,31 +441,39 @@ impl Targets {
                     .broker
                     .lock()
                     .await
+                    .node_mut(broker_node)
                     .stop()
                     .await
                     .map_err(|e| e.to_string());
                 tokio::time::sleep(pause).await;
-                let started = self.start_broker().await;
+                let started = self.start_broker(broker_node).await;
                 stopped.and(started)
             }
             FaultKind::BrokerKill => {
                 self.broker
                     .lock()
                     .await
+                    .node_mut(broker_node)
                     .kill()
                     .await
                     .map_err(|e| e.to_string())?;
                 tokio::time::sleep(pause).await;
-                self.start_broker().await
+                self.start_broker(broker_node).await
             }
             FaultKind::BrokerFreeze => {
                 self.broker
                     .lock()
                     .await
+                    .node_mut(broker_node)
                     .freeze()
                     .map_err(|e| e.to_string())?;
                 tokio::time::sleep(pause).await;
-                self.broker.lock().await.thaw().map_err(|e| e.to_string())
+                self.broker
+                    .lock()
+                    .await
+                    .node_mut(broker_node)
+                    .thaw()
+                    .map_err(|e| e.to_string())
             }
         }
     }
@@ -455,7 +485,8 @@ impl Targets {
             schedule.mean,
             self.nodes.len(),
             schedule.broker_faults,
-        );
+        )
+        .with_broker_nodes(self.broker.lock().await.len());
         let until = schedule.until;
         let mut running = tokio::task::JoinSet::new();
         loop {
@@ -471,7 +502,11 @@ impl Targets {
             }
             let targets = self.clone();
             let pause = next.pause.mul_f64(schedule.pause_scale.max(0.0));
-            running.spawn(async move { targets.inject(next.kind, slot, pause).await });
+            running.spawn(async move {
+                targets
+                    .inject(next.kind, slot, next.broker_node, pause)
+                    .await
+            });
         }
         while running.join_next().await.is_some() {}
     }
@@ -511,13 +546,16 @@ impl Targets {
                 continue;
             }
             let down = match self.broker.try_lock() {
-                Ok(broker) => (!broker.is_running()).then(|| broker.log_tail()),
+                Ok(brokers) => (0..brokers.len()).find_map(|index| {
+                    let broker = brokers.node(index);
+                    (!broker.is_running()).then(|| (index, brokers.name(index), broker.log_tail()))
+                }),
                 Err(_) => None,
             };
-            if let Some(log_tail) = down {
-                self.crash("broker", format!("the broker's VM is gone{log_tail}"));
+            if let Some((index, name, log_tail)) = down {
+                self.crash(&name, format!("the broker's VM is gone{log_tail}"));
                 if !self.busy[slot].swap(true, Ordering::SeqCst) {
-                    if let Err(error) = self.start_broker().await {
+                    if let Err(error) = self.start_broker(index).await {
                         tracing::warn!(%error, "cannot restart the crashed broker");
                     }
                     self.busy[slot].store(false, Ordering::SeqCst);
@@ -544,17 +582,26 @@ impl Targets {
     /// Makes sure everything runs and nothing is frozen: thaws, starts what is down.
     pub async fn heal(&self) -> Result<(), HealError> {
         let mut failed = HealError::default();
-        {
-            let mut broker = self.broker.lock().await;
-            if broker.is_frozen() {
-                if let Err(error) = broker.thaw() {
-                    failed.broker = Some(error.to_string());
+        let broker_nodes = self.broker.lock().await.len();
+        for index in 0..broker_nodes {
+            {
+                let mut brokers = self.broker.lock().await;
+                let broker = brokers.node_mut(index);
+                if broker.is_frozen() {
+                    if let Err(error) = broker.thaw() {
+                        failed.broker = Some(error.to_string());
+                    }
+                }
+            }
+            if !self.broker.lock().await.node(index).is_running() {
+                if let Err(error) = self.start_broker(index).await {
+                    failed.broker = Some(error);
                 }
             }
         }
-        if !self.broker.lock().await.is_running() {
-            if let Err(error) = self.start_broker().await {
-                failed.broker = Some(error);
+        if failed.broker.is_none() {
+            if let Err(error) = self.broker.lock().await.wait_joined().await {
+                failed.broker = Some(error.to_string());
             }
         }
         for index in 0..self.nodes.len() {

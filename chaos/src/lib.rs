@@ -5,7 +5,9 @@
 //! - concurrent writers ([`writers`]) send writes with random `w` and, some, a `timeout_ms`,
 //!   remembering every request and its outcome ([`history`]);
 //! - the fault scheduler ([`faults`]) kills (SIGKILL), terminates (SIGTERM), freezes
-//!   (SIGSTOP/SIGCONT) and restarts the master, the secondaries and the broker at random;
+//!   (SIGSTOP/SIGCONT) and restarts the master, the secondaries and the broker at random; with
+//!   `--broker-nodes 3` the broker is a private three-node cluster ([`brokers`]) and broker
+//!   faults hit one of its nodes at a time;
 //! - a sampler ([`sampler`]) reads every node's `/health` a few times a second.
 //!
 //! Then it heals everything, waits for the nodes to converge, reads every node's log over HTTP
@@ -15,10 +17,12 @@
 //! ```text
 //! cargo run --release -p chaos -- --seconds 60           # one minute, random seed
 //! cargo run --release -p chaos -- --seconds 600 --seed 7  # longer, replaying seed 7's choices
+//! cargo run --release -p chaos -- --broker-nodes 3 --queue-type quorum  # on a RabbitMQ cluster
 //! ```
 
 #![warn(missing_docs)]
 
+pub mod brokers;
 pub mod checker;
 pub mod config;
 pub mod evidence;
@@ -28,6 +32,7 @@ pub mod report;
 pub mod sampler;
 pub mod writers;
 
+use brokers::Brokers;
 use checker::{Check, Observations, Violation};
 use config::ChaosConfig;
 use evidence::NodeLog;
@@ -36,9 +41,7 @@ use history::Op;
 use replog_common::wire::EntryMessage;
 use replog_testkit::binaries::BinaryError;
 use replog_testkit::cluster::ClusterError;
-use replog_testkit::{
-    Binaries, BrokerError, BrokerOptions, Cluster, ClusterSpec, NodeClient, PrivateBroker, Profile,
-};
+use replog_testkit::{Binaries, BrokerError, Cluster, ClusterSpec, NodeClient, Profile};
 use report::{Report, WriteStats};
 use std::io::Write as _;
 use std::path::Path;
@@ -94,15 +97,11 @@ pub async fn run(config: ChaosConfig) -> Result<Report, ChaosError> {
     let run_tag = format!("c{}", &id[..8]);
     tracing::info!(dir = %run_dir.path().display(), master = %binaries.master.display(), "starting the private broker");
 
-    let broker = PrivateBroker::start_new(BrokerOptions {
-        dir: Some(run_dir.path().join("broker")),
-        keep_dir: true,
-        ..BrokerOptions::default()
-    })
-    .await?;
-    let broker_start = broker.last_start_duration();
+    let broker_began = Instant::now();
+    let broker = Brokers::start(config.broker_nodes, run_dir.path()).await?;
+    let broker_start = broker_began.elapsed();
     let amqp_url = broker.amqp_url();
-    tracing::info!(port = broker.port(), took = ?broker_start, "private broker up; starting the cluster");
+    tracing::info!(nodes = broker.len(), dir = %broker.dir().display(), took = ?broker_start, "private broker up; starting the cluster");
 
     let mut spec = ClusterSpec::new(run_dir.path().to_path_buf(), broker.amqp_url());
     spec.namespace = format!("chaos-{id}");
@@ -269,7 +268,7 @@ pub async fn run(config: ChaosConfig) -> Result<Report, ChaosError> {
     for node in &targets.nodes {
         let _ = node.lock().await.kill9().await;
     }
-    let _ = targets.broker.lock().await.kill().await;
+    targets.broker.lock().await.kill_all().await;
 
     let faults = targets.events();
     let final_log: &[EntryMessage] = final_logs.first().map(Vec::as_slice).unwrap_or(&[]);

@@ -12,7 +12,7 @@ use crate::replication::{self, Replication};
 use crate::write_request::WriteLimits;
 use crate::writer::{DedupFlush, LogWriter};
 use replog_common::wire::run::RunLimits;
-use replog_shell::amqp::{AmqpUrl, Broker};
+use replog_shell::amqp::Broker;
 use replog_shell::shutdown::supervised;
 use replog_shell::startup::{self, StartError};
 use replog_shell::store::{self, DataDir, StoreError};
@@ -50,7 +50,7 @@ impl Application {
         let default_w = config
             .validate()
             .map_err(|e| StartError::Config(e.to_string()))?;
-        let url = AmqpUrl::parse(&config.broker.amqp_url)?;
+        let url = config.broker.amqp_url.clone();
         let topology = config.broker.topology();
         let broker = Broker::new(url, format!("replog master ({})", topology.namespace()))?;
         tracing::info!(

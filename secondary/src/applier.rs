@@ -37,6 +37,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+/// How long acking or nacking may take before the delivery is left to the broker to redeliver.
+const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Most deliveries (each a run of up to `--run-entries` entries) or fetched entries taken in
 /// one batch.
 const MAX_BATCH: usize = 256;
@@ -242,17 +245,19 @@ impl Applier {
             if let Some(acker) = acker {
                 let options = BasicAckOptions { multiple: true };
                 report_settle(
-                    acker.ack(options).await,
-                    format_args!("ack of every delivery up to tag {up_to}"),
-                );
+                    acker.ack(options),
+                    format!("ack of every delivery up to tag {up_to}"),
+                )
+                .await;
             }
         }
         for tag in acks.single {
             if let Some(acker) = self.due.remove(&tag) {
                 report_settle(
-                    acker.ack(BasicAckOptions::default()).await,
-                    format_args!("ack of delivery tag {tag}"),
-                );
+                    acker.ack(BasicAckOptions::default()),
+                    format!("ack of delivery tag {tag}"),
+                )
+                .await;
             }
         }
     }
@@ -336,15 +341,16 @@ impl Applier {
                 ..Default::default()
             };
             report_settle(
-                delivery.acker.nack(options).await,
-                format_args!("nack of order {order}"),
-            );
+                delivery.acker.nack(options),
+                format!("nack of order {order}"),
+            )
+            .await;
         } else if delivery.channel == self.book_channel {
             self.book.due(delivery.broker_tag);
             self.due.insert(delivery.broker_tag, delivery.acker);
         } else {
-            let acked = delivery.acker.ack(BasicAckOptions::default()).await;
-            report_settle(acked, format_args!("ack of order {order}"));
+            let acked = delivery.acker.ack(BasicAckOptions::default());
+            report_settle(acked, format!("ack of order {order}")).await;
         }
     }
 }
@@ -359,8 +365,18 @@ struct Delivery {
     broker_tag: u64,
 }
 
-/// Logs what became of a settle (`what`, e.g. "ack of order 7").
-fn report_settle(result: lapin::Result<bool>, what: std::fmt::Arguments<'_>) {
+/// Sends a settle (`what`, e.g. "ack of order 7") and logs what became of it. An ack on a
+/// channel whose connection died with its broker node was seen never to return, which stopped
+/// the applier (and so catch-up) for good: after [`SETTLE_LIMIT`] the delivery is left to the
+/// broker, which redelivers it, and the redelivery is dropped as a duplicate.
+async fn report_settle(
+    settle: impl std::future::Future<Output = lapin::Result<bool>>,
+    what: String,
+) {
+    let Ok(result) = tokio::time::timeout(SETTLE_LIMIT, settle).await else {
+        tracing::warn!(limit = ?SETTLE_LIMIT, "{what}: did not finish in time; the broker will redeliver");
+        return;
+    };
     match result {
         Ok(true) => {}
         Ok(false) => {

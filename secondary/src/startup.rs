@@ -9,7 +9,7 @@ use crate::consumer::{self, Connected, ConsumerSettings};
 use crate::http::{self, AppState};
 use replog_common::events;
 use replog_common::rules::apply::ApplyEngine;
-use replog_shell::amqp::{AmqpUrl, Broker};
+use replog_shell::amqp::Broker;
 use replog_shell::shutdown::supervised;
 use replog_shell::startup::{self, StartError};
 use replog_shell::store::{self, DataDir, LogStore, StoreError};
@@ -44,7 +44,7 @@ impl Application {
         config: SecondaryConfig,
         stop: CancellationToken,
     ) -> Result<Application, StartError> {
-        let url = AmqpUrl::parse(&config.broker.amqp_url)?;
+        let url = config.broker.amqp_url.clone();
         let topology = config.broker.topology();
         // Two connections: when the broker blocks publishing connections (a resource alarm),
         // the one that consumes and acks deliveries must keep flowing so queues can drain.

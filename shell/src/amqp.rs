@@ -1,24 +1,33 @@
 //! The AMQP shell shared by both nodes: one pooled connection per node, channels opened with
 //! backoff, and the declarations of the cluster's exchange and queues.
 //!
-//! deadpool-lapin serves here as the connection factory and health check: each node keeps a pool
-//! of one connection; `open_channel` takes it (the pool's recycle check drops a connection that
-//! is no longer `connected()` and dials a new one) and opens a channel on it. Lapin's own
-//! auto-recovery is left off, so the two never fight: when a channel or connection fails, the
-//! task that owns the channel notices, logs it, and calls [`Broker::open_channel_with_retry`].
+//! A node is given one broker URL or a comma-separated list of the URLs of one RabbitMQ
+//! cluster's nodes ([`BrokerUrls`]). deadpool (the pool deadpool-lapin is built on) serves as the
+//! connection factory and health check: each [`Broker`] keeps a pool of one connection, made by
+//! a manager ([`NodeRotator`]) that dials the cluster's nodes in turn ([`Rotation`]): it starts
+//! at an offset derived from the connection's name, so the nodes of a replog cluster spread over
+//! the broker nodes, and every new connection goes to the next broker node in the list, so a
+//! connection lost with its broker node is re-made on another one. `open_channel` takes the
+//! pooled connection (the recycle check drops one that is no longer `connected()`, or that a
+//! failed setup marked as suspect, e.g. on a frozen broker node) and opens a channel on it.
+//! Lapin's own auto-recovery is left off, so the two never fight: when a channel or connection
+//! fails, the task that owns the channel notices, logs it, and calls
+//! [`Broker::open_channel_with_retry`].
 
 use crate::topology::{QueueType, Topology};
-use deadpool_lapin::{Config, Pool, PoolConfig, Runtime, Timeouts};
+use deadpool::managed;
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, ConnectionProperties, ExchangeKind};
 use replog_common::ids::NodeId;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// How long opening and preparing a channel may take before the attempt counts as failed.
-const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why talking to the broker failed.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +103,120 @@ impl fmt::Debug for AmqpUrl {
     }
 }
 
+/// The broker nodes a replog node may connect to: the URLs of one RabbitMQ cluster's nodes (or
+/// of a single broker), in the order given. `Display` and `Debug` show them with passwords
+/// hidden.
+#[derive(Clone)]
+pub struct BrokerUrls {
+    /// At least one URL, none twice.
+    urls: Vec<AmqpUrl>,
+}
+
+impl BrokerUrls {
+    /// Parses one URL or a comma-separated list of them (spaces around commas allowed); each
+    /// gets `heartbeat=10` when it sets none. Empty items and duplicates are refused.
+    pub fn parse(raw: &str) -> Result<BrokerUrls, AmqpError> {
+        let mut urls: Vec<AmqpUrl> = Vec::new();
+        for (index, item) in raw.split(',').map(str::trim).enumerate() {
+            if item.is_empty() {
+                return Err(AmqpError::BadUrl(format!(
+                    "broker URL #{} of the list is empty; give one URL or a comma-separated list",
+                    index + 1
+                )));
+            }
+            let url = AmqpUrl::parse(item).map_err(|error| {
+                AmqpError::BadUrl(format!("broker URL #{}: {error}", index + 1))
+            })?;
+            if urls.iter().any(|seen| seen.expose() == url.expose()) {
+                return Err(AmqpError::BadUrl(format!(
+                    "broker URL #{} ({url}) is listed twice",
+                    index + 1
+                )));
+            }
+            urls.push(url);
+        }
+        Ok(BrokerUrls { urls })
+    }
+
+    /// The URLs, in the order given.
+    pub fn urls(&self) -> &[AmqpUrl] {
+        &self.urls
+    }
+
+    /// How many broker nodes are listed (at least one).
+    pub fn len(&self) -> usize {
+        self.urls.len()
+    }
+
+    /// Always false: a list holds at least one URL.
+    pub fn is_empty(&self) -> bool {
+        self.urls.is_empty()
+    }
+}
+
+impl From<AmqpUrl> for BrokerUrls {
+    fn from(url: AmqpUrl) -> Self {
+        BrokerUrls { urls: vec![url] }
+    }
+}
+
+impl fmt::Display for BrokerUrls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, url) in self.urls.iter().enumerate() {
+            if index > 0 {
+                f.write_str(",")?;
+            }
+            fmt::Display::fmt(url, f)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for BrokerUrls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.urls.iter()).finish()
+    }
+}
+
+/// The order one connection tries the broker nodes in: from an offset derived from the
+/// connection's name (so replog nodes given the same list spread over the broker nodes, and a
+/// node goes back to the same broker node after a restart), then one step further at every new
+/// connection, wrapping around. Pure: no I/O, no clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    /// How many broker nodes there are (at least one).
+    len: usize,
+    /// The index the next connection dials.
+    next: usize,
+}
+
+impl Rotation {
+    /// A rotation over `len` broker nodes (at least one) for the connection called `name`.
+    pub fn new(len: usize, name: &str) -> Rotation {
+        let len = len.max(1);
+        // FNV-1a: stable across Rust versions and runs, unlike `DefaultHasher`.
+        let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        Rotation {
+            len,
+            next: (hash % len as u64) as usize,
+        }
+    }
+
+    /// The index the next connection dials, without moving on.
+    pub fn peek(&self) -> usize {
+        self.next
+    }
+
+    /// The index to dial now; the next call gives the one after it.
+    pub fn advance(&mut self) -> usize {
+        let index = self.next;
+        self.next = (index + 1) % self.len;
+        index
+    }
+}
+
 /// Exponential backoff between reconnect attempts: 100 ms doubling up to 5 s.
 #[derive(Debug, Clone)]
 pub struct Backoff {
@@ -124,53 +247,169 @@ impl Default for Backoff {
     }
 }
 
+/// The connection factory behind a [`Broker`]'s pool: each new connection goes to the next
+/// broker node of the [`Rotation`], and a connection is recycled only while it is connected and
+/// no failed setup marked it as suspect.
+pub struct NodeRotator {
+    /// The broker nodes.
+    urls: BrokerUrls,
+    /// What the broker's connection list shows.
+    connection_name: String,
+    /// Which node the next connection dials.
+    rotation: Mutex<Rotation>,
+    /// The index of the node the current connection goes to, for logging a loss once.
+    current: Mutex<Option<usize>>,
+    /// Set when a channel could not be set up on the pooled connection (a frozen broker node
+    /// keeps its TCP connections open and answers nothing): the next recycle check drops the
+    /// connection so the next attempt dials another node.
+    suspect: AtomicBool,
+}
+
+impl fmt::Debug for NodeRotator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeRotator")
+            .field("urls", &self.urls)
+            .field("connection_name", &self.connection_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeRotator {
+    /// A factory for the connection called `connection_name`, starting at its offset.
+    pub fn new(urls: BrokerUrls, connection_name: String) -> NodeRotator {
+        let rotation = Rotation::new(urls.len(), &connection_name);
+        NodeRotator {
+            urls,
+            connection_name,
+            rotation: Mutex::new(rotation),
+            current: Mutex::new(None),
+            suspect: AtomicBool::new(false),
+        }
+    }
+
+    /// Marks the pooled connection as suspect: the next `open_channel` dials the next node.
+    fn mark_suspect(&self) {
+        self.suspect.store(true, Ordering::SeqCst);
+    }
+}
+
+impl managed::Manager for NodeRotator {
+    type Type = lapin::Connection;
+    type Error = lapin::Error;
+
+    async fn create(&self) -> Result<lapin::Connection, lapin::Error> {
+        let index = lock(&self.rotation).advance();
+        let url = &self.urls.urls()[index];
+        let properties = ConnectionProperties::default()
+            .with_connection_name(self.connection_name.clone().into());
+        match lapin::Connection::connect(url.expose(), properties).await {
+            Ok(connection) => {
+                self.suspect.store(false, Ordering::SeqCst);
+                *lock(&self.current) = Some(index);
+                tracing::info!(
+                    connection = %self.connection_name,
+                    broker = %url,
+                    broker_node = index + 1,
+                    broker_nodes = self.urls.len(),
+                    "connected to broker node"
+                );
+                Ok(connection)
+            }
+            Err(error) => {
+                tracing::warn!(
+                    connection = %self.connection_name,
+                    broker = %url,
+                    broker_node = index + 1,
+                    broker_nodes = self.urls.len(),
+                    %error,
+                    "broker node did not answer; the next attempt tries the next one"
+                );
+                Err(error)
+            }
+        }
+    }
+
+    async fn recycle(
+        &self,
+        connection: &mut lapin::Connection,
+        _: &managed::Metrics,
+    ) -> managed::RecycleResult<lapin::Error> {
+        let suspect = self.suspect.swap(false, Ordering::SeqCst);
+        if connection.status().connected() && !suspect {
+            return Ok(());
+        }
+        let lost = lock(&self.current).take();
+        let broker = lost.map(|index| self.urls.urls()[index].to_string());
+        let why = if suspect {
+            "a channel could not be set up on it"
+        } else {
+            "it is no longer connected"
+        };
+        tracing::warn!(
+            connection = %self.connection_name,
+            broker = broker.as_deref().unwrap_or("?"),
+            next_broker = %self.urls.urls()[lock(&self.rotation).peek()],
+            why,
+            "dropping the broker connection; moving on to the next broker node"
+        );
+        if suspect {
+            // Channels left on it (another task's consumer) would keep their unacked
+            // deliveries; close it, but briefly: a frozen node never answers the close.
+            let close = connection.close(320, "replog moves to another broker node".into());
+            let _ = tokio::time::timeout(Duration::from_secs(2), close).await;
+        }
+        Err(managed::RecycleError::message(why))
+    }
+}
+
+/// Locks a mutex that no code path can poison (nothing panics while holding it).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// A node's handle on the broker.
 #[derive(Clone)]
 pub struct Broker {
-    /// A pool of one connection, re-dialled when it is found broken.
-    pool: Pool,
+    /// A pool of one connection, re-dialled (to the next broker node) when found broken.
+    pool: managed::Pool<NodeRotator>,
     /// For logs.
-    url: AmqpUrl,
+    urls: BrokerUrls,
 }
 
 impl fmt::Debug for Broker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Broker").field("url", &self.url).finish()
+        f.debug_struct("Broker").field("urls", &self.urls).finish()
     }
 }
 
 impl Broker {
-    /// A broker handle; connects lazily. `connection_name` is what the management UI shows.
-    pub fn new(url: AmqpUrl, connection_name: String) -> Result<Broker, AmqpError> {
-        let mut pool_config = PoolConfig::new(1);
-        pool_config.timeouts = Timeouts {
+    /// A broker handle; connects lazily. `connection_name` is what the management UI shows,
+    /// and picks the broker node it starts at.
+    pub fn new(urls: impl Into<BrokerUrls>, connection_name: String) -> Result<Broker, AmqpError> {
+        let urls = urls.into();
+        let mut pool_config = managed::PoolConfig::new(1);
+        pool_config.timeouts = managed::Timeouts {
             wait: Some(Duration::from_secs(10)),
             create: Some(Duration::from_secs(5)),
             recycle: Some(Duration::from_secs(5)),
         };
-        let config = Config {
-            url: Some(url.expose().to_owned()),
-            pool: Some(pool_config),
-        };
-        let pool = config
-            .create_pool(
-                move || {
-                    ConnectionProperties::default()
-                        .with_connection_name(connection_name.clone().into())
-                },
-                Runtime::Tokio1,
-            )
+        let pool = managed::Pool::builder(NodeRotator::new(urls.clone(), connection_name))
+            .config(pool_config)
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
             .map_err(|e| AmqpError::Pool(e.to_string()))?;
-        Ok(Broker { pool, url })
+        Ok(Broker { pool, urls })
     }
 
-    /// The broker's URL, password hidden.
-    pub fn url(&self) -> &AmqpUrl {
-        &self.url
+    /// The broker nodes' URLs, passwords hidden.
+    pub fn url(&self) -> &BrokerUrls {
+        &self.urls
     }
 
-    /// Opens a channel on the node's connection, dialling a new connection if the pooled one
-    /// is gone.
+    /// Opens a channel on the node's connection, dialling a new connection (to the next broker
+    /// node) if the pooled one is gone.
     pub async fn open_channel(&self) -> Result<Channel, AmqpError> {
         let connection = self
             .pool
@@ -209,13 +448,16 @@ impl Broker {
             match outcome {
                 Ok(value) => {
                     if attempt > 1 {
-                        tracing::info!(purpose, attempt, broker = %self.url, "broker channel re-established");
+                        tracing::info!(purpose, attempt, broker = %self.urls, "broker channel re-established");
                     }
                     return Some(value);
                 }
                 Err(error) => {
+                    // Whatever failed, the next attempt gets a fresh connection to the next
+                    // broker node: the pooled one may sit on a frozen or failing node.
+                    self.pool.manager().mark_suspect();
                     let delay = backoff.next_delay();
-                    tracing::warn!(purpose, attempt, broker = %self.url, %error, ?delay, "broker unavailable, retrying");
+                    tracing::warn!(purpose, attempt, broker = %self.urls, %error, ?delay, "broker unavailable, retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = stop.cancelled() => return None,
@@ -312,7 +554,8 @@ pub async fn claim_role(
     Ok(())
 }
 
-/// Declares the durable queue that carries secondaries' acks to the master.
+/// Declares the durable queue that carries secondaries' acks to the master, of the topology's
+/// acks queue type (quorum with `--queue-type quorum`, so it survives a broker node's loss).
 pub async fn declare_acks_queue(channel: &Channel, topology: &Topology) -> Result<(), AmqpError> {
     let options = QueueDeclareOptions {
         durable: true,
@@ -322,7 +565,7 @@ pub async fn declare_acks_queue(channel: &Channel, topology: &Topology) -> Resul
         .queue_declare(
             topology.acks_queue().into(),
             options,
-            QueueType::Classic.arguments(),
+            topology.acks_queue_type().arguments(),
         )
         .await?;
     Ok(())
@@ -348,6 +591,85 @@ mod tests {
         assert!(url.expose().ends_with("?heartbeat=30"));
         assert!(AmqpUrl::parse("http://localhost").is_err());
         assert!(AmqpUrl::parse("not a url").is_err());
+    }
+
+    #[test]
+    fn amqps_urls_parse() {
+        let url = AmqpUrl::parse("amqps://app:pw@rabbit-1.example:5671/prod").unwrap();
+        assert_eq!(
+            url.to_string(),
+            "amqps://app:***@rabbit-1.example:5671/prod?heartbeat=10"
+        );
+    }
+
+    #[test]
+    fn a_list_of_urls_parses_in_order_with_passwords_hidden() {
+        let urls = BrokerUrls::parse(
+            "amqp://u:s3cret@r1:5672/%2f, amqps://u:s3cret@r2:5671/%2f,amqp://r3/%2f?heartbeat=5",
+        )
+        .unwrap();
+        assert_eq!(urls.len(), 3);
+        let shown = urls.to_string();
+        assert_eq!(
+            shown,
+            "amqp://u:***@r1:5672/%2f?heartbeat=10,amqps://u:***@r2:5671/%2f?heartbeat=10,amqp://r3/%2f?heartbeat=5"
+        );
+        assert!(!format!("{urls:?}").contains("s3cret"));
+        assert!(urls.urls()[1].expose().contains("s3cret"));
+        assert_eq!(BrokerUrls::parse("amqp://r1/%2f").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn bad_lists_are_refused_saying_which_item() {
+        for (raw, says) in [
+            ("", "#1"),
+            ("amqp://r1,", "#2"),
+            ("amqp://r1,,amqp://r2", "#2"),
+            ("amqp://r1,http://r2", "#2"),
+            ("amqp://r1/%2f,amqp://r1/%2f", "listed twice"),
+        ] {
+            let error = BrokerUrls::parse(raw).unwrap_err().to_string();
+            assert!(error.contains(says), "{raw:?}: {error}");
+        }
+        // A refused URL's password does not show in the error either.
+        let error = BrokerUrls::parse("amqp://u:s3cret@r1/%2f,amqp://u:s3cret@r1/%2f")
+            .unwrap_err()
+            .to_string();
+        assert!(!error.contains("s3cret"), "{error}");
+    }
+
+    #[test]
+    fn a_rotation_visits_every_node_once_per_round_from_its_offset() {
+        let mut rotation = Rotation::new(3, "replog master (prod)");
+        let start = rotation.peek();
+        let order: Vec<usize> = (0..6).map(|_| rotation.advance()).collect();
+        let expected: Vec<usize> = (0..6).map(|step| (start + step) % 3).collect();
+        assert_eq!(order, expected);
+        // The same name starts at the same node, run after run.
+        assert_eq!(Rotation::new(3, "replog master (prod)").peek(), start);
+        // One node: always that one.
+        let mut single = Rotation::new(1, "anything");
+        assert_eq!((single.advance(), single.advance()), (0, 0));
+    }
+
+    #[test]
+    fn different_connections_spread_over_the_nodes() {
+        let names = [
+            "replog master (replog)",
+            "replog secondary s1 (replog) entries",
+            "replog secondary s1 (replog) acks",
+            "replog secondary s2 (replog) entries",
+            "replog secondary s2 (replog) acks",
+            "replog secondary s3 (replog) entries",
+        ];
+        let mut used = [0usize; 3];
+        for name in names {
+            used[Rotation::new(3, name).peek()] += 1;
+        }
+        assert!(
+            used.iter().filter(|&&n| n > 0).count() >= 2,
+            "all connections start on one node: {used:?}"
+        );
     }
 
     #[test]

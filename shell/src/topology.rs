@@ -16,6 +16,19 @@ pub enum QueueType {
 impl QueueType {
     /// The declare arguments for this queue type. Deliberately no `x-max-length`, no
     /// `x-message-ttl` and no `x-delivery-limit`: nothing may ever drop an entry.
+    ///
+    /// No `x-quorum-initial-group-size` either: RabbitMQ places a quorum queue on every cluster
+    /// node by default (3.10's rule; later versions let the operator cap it with
+    /// `quorum_queue.initial_cluster_size`), so a three-node cluster gives three replicas, and
+    /// queues declared before this version keep matching (a changed argument would make every
+    /// redeclaration fail with `PRECONDITION_FAILED`).
+    ///
+    /// And no `x-delivery-limit: -1`, although RabbitMQ 4.x gives quorum queues a default limit
+    /// of 20 deliveries after which a message is dead-lettered or dropped: on 3.x the argument
+    /// does not mean "unlimited", and it would conflict with queues declared without it. On 4.x
+    /// the limit is lifted by the policy `{"delivery-limit": -1}` (see the README); a secondary
+    /// that still misses an entry fetches it from the master (catch-up), so nothing is lost,
+    /// only late.
     pub fn arguments(self) -> FieldTable {
         let mut args = FieldTable::default();
         let kind = match self {
@@ -30,19 +43,35 @@ impl QueueType {
     }
 }
 
-/// The names of one cluster's exchange and queues.
+/// The names of one cluster's exchange and queues, and the type of its shared acks queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
     /// The prefix of every name.
     namespace: String,
+    /// The type of the acks queue: quorum when the secondaries' queues are, so that on a
+    /// RabbitMQ cluster the loss of one broker node (a classic queue's only home) does not stop
+    /// the acks, and with them every write with `w` > 1.
+    acks_queue_type: QueueType,
 }
 
 impl Topology {
-    /// Names for the cluster called `namespace`.
+    /// Names for the cluster called `namespace`, with a classic acks queue.
     pub fn new(namespace: impl Into<String>) -> Topology {
         Topology {
             namespace: namespace.into(),
+            acks_queue_type: QueueType::Classic,
         }
+    }
+
+    /// The same names, with the acks queue of the given type (the `--queue-type`).
+    pub fn with_queue_type(mut self, queue_type: QueueType) -> Topology {
+        self.acks_queue_type = queue_type;
+        self
+    }
+
+    /// The type of the acks queue.
+    pub fn acks_queue_type(&self) -> QueueType {
+        self.acks_queue_type
     }
 
     /// The namespace itself.
@@ -77,6 +106,14 @@ mod tests {
         assert_eq!(topology.entries_exchange(), "replog.entries");
         assert_eq!(topology.secondary_queue(&s1), "replog.secondary.s1");
         assert_eq!(topology.acks_queue(), "replog.acks");
+    }
+
+    #[test]
+    fn the_acks_queue_follows_the_queue_type() {
+        assert_eq!(Topology::new("r").acks_queue_type(), QueueType::Classic);
+        let quorum = Topology::new("r").with_queue_type(QueueType::Quorum);
+        assert_eq!(quorum.acks_queue_type(), QueueType::Quorum);
+        assert_eq!(quorum.acks_queue(), "r.acks");
     }
 
     #[test]

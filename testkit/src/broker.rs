@@ -149,11 +149,34 @@ pub struct PrivateBroker {
     frozen: bool,
     /// How long the last start took, until AMQP answered.
     last_start: Duration,
+    /// Set for a member of a [`crate::BrokerCluster`]: the shared `HOME` and extra settings.
+    member: Option<Member>,
+}
+
+/// What a cluster member shares with its peers or needs beyond a lone node.
+#[derive(Debug, Clone)]
+pub(crate) struct Member {
+    /// The one `HOME` (and so the one Erlang cookie) of the whole cluster.
+    pub(crate) home: PathBuf,
+    /// Lines appended to `rabbitmq.conf`.
+    pub(crate) extra_conf: String,
+    /// The whole `advanced.config`.
+    pub(crate) advanced_config: String,
 }
 
 impl PrivateBroker {
     /// Creates the node's directory and configuration on fresh free ports and starts it.
     pub async fn start_new(options: BrokerOptions) -> Result<PrivateBroker, BrokerError> {
+        let mut broker = PrivateBroker::create(options, None)?;
+        broker.start().await?;
+        Ok(broker)
+    }
+
+    /// Creates the node's directory and configuration on fresh free ports, not started.
+    pub(crate) fn create(
+        options: BrokerOptions,
+        member: Option<Member>,
+    ) -> Result<PrivateBroker, BrokerError> {
         let scripts = find_scripts().ok_or(BrokerError::NotInstalled)?;
         let dir = match &options.dir {
             Some(path) => {
@@ -183,7 +206,7 @@ impl PrivateBroker {
             }
         };
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let mut broker = PrivateBroker {
+        let broker = PrivateBroker {
             node: format!("replog-{}@localhost", &id[..12]),
             amqp_port: free_port()?,
             dist_port: free_port()?,
@@ -193,9 +216,9 @@ impl PrivateBroker {
             pid: None,
             frozen: false,
             last_start: Duration::ZERO,
+            member,
         };
         broker.write_config()?;
-        broker.start().await?;
         Ok(broker)
     }
 
@@ -352,6 +375,14 @@ impl PrivateBroker {
         Ok(())
     }
 
+    /// Runs `rabbitmqctl -n NODE ARGS...` against this node, with its environment (and so its
+    /// cookie), and returns what it printed.
+    pub async fn rabbitmqctl(&self, args: &[&str], limit: Duration) -> Result<String, BrokerError> {
+        let mut full = vec!["-n", self.node.as_str()];
+        full.extend_from_slice(args);
+        self.run_script("rabbitmqctl", &full, limit).await
+    }
+
     /// Whether the AMQP port answers the protocol header with a `Connection.Start`.
     pub fn answers(&self) -> bool {
         amqp_answers(self.amqp_port).is_ok()
@@ -402,11 +433,17 @@ impl PrivateBroker {
                     "listeners.tcp.default = 127.0.0.1:{}\n\
                      # Tests write little; do not refuse publishers on a busy shared disk.\n\
                      disk_free_limit.absolute = 50MB\n\
-                     log.file.level = info\n",
-                    self.amqp_port
+                     log.file.level = info\n{}",
+                    self.amqp_port,
+                    self.member.as_ref().map_or("", |m| m.extra_conf.as_str()),
                 ),
             ),
-            ("advanced.config", "[].\n".to_owned()),
+            (
+                "advanced.config",
+                self.member
+                    .as_ref()
+                    .map_or_else(|| "[].\n".to_owned(), |m| m.advanced_config.clone()),
+            ),
         ];
         for (name, content) in files {
             let path = dir.join(name);
@@ -421,7 +458,13 @@ impl PrivateBroker {
         let dir = self.dir();
         let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
         vec![
-            ("HOME".into(), path("home")),
+            (
+                "HOME".into(),
+                match &self.member {
+                    Some(member) => member.home.to_string_lossy().into_owned(),
+                    None => path("home"),
+                },
+            ),
             ("RABBITMQ_NODENAME".into(), self.node.clone()),
             ("RABBITMQ_NODE_IP_ADDRESS".into(), "127.0.0.1".into()),
             ("RABBITMQ_NODE_PORT".into(), self.amqp_port.to_string()),
@@ -448,7 +491,7 @@ impl PrivateBroker {
         script: &str,
         args: &[&str],
         limit: Duration,
-    ) -> Result<(), BrokerError> {
+    ) -> Result<String, BrokerError> {
         // Output goes to a file, not a pipe: the VM started by `-detached` could inherit a
         // pipe and keep it open for as long as it runs.
         let out_path = self.dir().join("log").join(format!("{script}.out"));
@@ -478,7 +521,7 @@ impl PrivateBroker {
             .map_err(|source| io(&format!("run {line}"), source))?;
         let output = || std::fs::read_to_string(&out_path).unwrap_or_default();
         match tokio::time::timeout(limit, child.wait()).await {
-            Ok(Ok(status)) if status.success() => Ok(()),
+            Ok(Ok(status)) if status.success() => Ok(output()),
             Ok(Ok(status)) => Err(BrokerError::Command {
                 command: line,
                 status: status.to_string(),
@@ -602,4 +645,142 @@ pub fn amqp_answers(port: u16) -> Result<(), String> {
     } else {
         Err(format!("not a Connection.Start frame: {head:?}"))
     }
+}
+
+/// What [`requeue_repeatedly`] saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequeueReport {
+    /// How many deliveries were nacked with requeue in all (fewer than asked when the queue
+    /// went silent for 5 s: messages were dropped).
+    pub deliveries: usize,
+    /// The highest `x-delivery-count` header a delivery carried (quorum queues set it).
+    pub max_delivery_count: i64,
+    /// How many messages the queue held before (a passive declare).
+    pub messages_before: u32,
+    /// How many messages the queue held afterwards (a passive declare).
+    pub messages_after: u32,
+}
+
+/// Consumes `queue` and nacks every delivery with requeue until each message it holds has come
+/// back `rounds` times: a consumer stuck in a fail-requeue loop, the case RabbitMQ 4.x's default
+/// quorum-queue delivery limit (20) dead-letters. Bounded by `limit`.
+pub async fn requeue_repeatedly(
+    amqp_url: &str,
+    queue: &str,
+    rounds: usize,
+    limit: Duration,
+) -> Result<RequeueReport, String> {
+    use futures_util::StreamExt;
+    use lapin::options::{
+        BasicConsumeOptions, BasicNackOptions, BasicQosOptions, QueueDeclareOptions,
+    };
+    use lapin::types::{AMQPValue, FieldTable};
+    let work = async {
+        let url = amqp_url.split(',').next().unwrap_or(amqp_url).trim();
+        let connection = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let count = |channel: lapin::Channel| async move {
+            let declared = channel
+                .queue_declare(
+                    queue.into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| format!("passive declare {queue}: {e}"))?;
+            Ok::<u32, String>(declared.message_count())
+        };
+        let messages_before = count(
+            connection
+                .create_channel()
+                .await
+                .map_err(|e| e.to_string())?,
+        )
+        .await?;
+        let messages = messages_before as usize;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| e.to_string())?;
+        // Every message in flight at once, so each is requeued the same number of times.
+        channel
+            .basic_qos(
+                u16::try_from(messages.max(1)).unwrap_or(u16::MAX),
+                BasicQosOptions::default(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut consumer = channel
+            .basic_consume(
+                queue.into(),
+                "replog-test-requeue".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| format!("consume {queue}: {e}"))?;
+        let mut report = RequeueReport {
+            deliveries: 0,
+            max_delivery_count: 0,
+            messages_before,
+            messages_after: 0,
+        };
+        while report.deliveries < messages * rounds {
+            // Silence means the queue ran dry: what was dropped or dead-lettered shows in
+            // the counts below.
+            let Ok(next) = tokio::time::timeout(Duration::from_secs(5), consumer.next()).await
+            else {
+                break;
+            };
+            let delivery = next
+                .ok_or("the consumer was cancelled")?
+                .map_err(|e| e.to_string())?;
+            let count = delivery
+                .properties
+                .headers()
+                .as_ref()
+                .and_then(|headers| headers.inner().get("x-delivery-count").cloned());
+            let count = match count {
+                Some(AMQPValue::LongLongInt(n)) => n,
+                Some(AMQPValue::LongInt(n)) => i64::from(n),
+                Some(AMQPValue::LongUInt(n)) => i64::from(n),
+                Some(AMQPValue::ShortInt(n)) => i64::from(n),
+                _ => 0,
+            };
+            report.max_delivery_count = report.max_delivery_count.max(count);
+            delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            report.deliveries += 1;
+        }
+        // Closing the channel returns anything still delivered to it to the queue.
+        let _ = channel.close(200, "done".into()).await;
+        // The messages delivered to the closed channel go back to the queue asynchronously (a
+        // quorum queue applies the return through Raft): give them a few seconds.
+        let settle = Instant::now() + Duration::from_secs(10);
+        loop {
+            let channel = connection
+                .create_channel()
+                .await
+                .map_err(|e| e.to_string())?;
+            report.messages_after = count(channel).await?;
+            if report.messages_after >= messages_before || Instant::now() >= settle {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = connection.close(200, "done".into()).await;
+        Ok(report)
+    };
+    tokio::time::timeout(limit, work)
+        .await
+        .map_err(|_| format!("requeueing did not finish within {limit:?}"))?
 }

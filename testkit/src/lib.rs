@@ -6,6 +6,8 @@
 //! - [`broker`]: [`PrivateBroker`], a RabbitMQ node of its own on free ports, which can be
 //!   stopped, started again on the same data, killed with SIGKILL, frozen and thawed. It never
 //!   touches the machine's shared broker.
+//! - [`broker_cluster`]: [`BrokerCluster`], three private RabbitMQ nodes sharing one cookie,
+//!   joined into one cluster; one node at a time can be killed, stopped, frozen and started.
 //! - [`binaries`]: builds `master` and `secondary` once per process and finds them.
 //! - [`node`]: [`Node`], one `master` or `secondary` process: spawned, read for its
 //!   `listening on` line with a deadline, killed, frozen, terminated and restarted with the same
@@ -25,6 +27,7 @@
 
 pub mod binaries;
 pub mod broker;
+pub mod broker_cluster;
 pub mod client;
 pub mod cluster;
 pub mod namespace;
@@ -36,6 +39,7 @@ pub mod wait;
 
 pub use binaries::{Binaries, BinaryError, Profile};
 pub use broker::{BrokerError, BrokerOptions, PrivateBroker};
+pub use broker_cluster::{BrokerCluster, CLUSTER_SIZE};
 pub use client::{
     BrokerHealth, EntryStatus, MasterHealth, NodeClient, NotYetApplied, QuorumHealth, RawResponse,
     RequestError, SecondaryHealth, SecondaryStatus, Write, WriteAck, WriteOutcome, WriteTimedOut,

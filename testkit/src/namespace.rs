@@ -90,10 +90,7 @@ pub async fn delete_queues_and_exchanges(
 ) -> Result<(), String> {
     use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
     let cleanup = async {
-        let connection =
-            lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default())
-                .await
-                .map_err(|error| format!("connect: {error}"))?;
+        let connection = connect_any(amqp_url).await?;
         let mut failures = Vec::new();
         // A failed delete closes its channel, so each one gets a fresh channel.
         for queue in queues {
@@ -147,10 +144,7 @@ pub async fn publish_raw_entry(
     use lapin::BasicProperties;
     let exchange = Topology::new(namespace.to_owned()).entries_exchange();
     let publish = async {
-        let connection =
-            lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default())
-                .await
-                .map_err(|error| format!("connect: {error}"))?;
+        let connection = connect_any(amqp_url).await?;
         let outcome = async {
             let channel = connection.create_channel().await?;
             channel
@@ -182,4 +176,19 @@ pub async fn publish_raw_entry(
     tokio::time::timeout(PUBLISH_LIMIT, publish)
         .await
         .map_err(|_| format!("timed out after {PUBLISH_LIMIT:?}"))?
+}
+
+/// Connects to the first broker node that answers: `amqp_url` may list a broker cluster's
+/// nodes, comma-separated.
+async fn connect_any(amqp_url: &str) -> Result<lapin::Connection, String> {
+    let mut connected = Err("no broker URL".to_owned());
+    for url in amqp_url.split(',').map(str::trim) {
+        let connect = lapin::Connection::connect(url, lapin::ConnectionProperties::default());
+        match tokio::time::timeout(Duration::from_secs(3), connect).await {
+            Ok(Ok(connection)) => return Ok(connection),
+            Ok(Err(error)) => connected = Err(format!("connect: {error}")),
+            Err(_) => connected = Err("connect: no answer within 3 s".to_owned()),
+        }
+    }
+    connected
 }

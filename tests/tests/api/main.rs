@@ -21,6 +21,9 @@
 //! - [`recovery`]: torn and corrupt records in a node's log are cut at start-up, never served.
 //! - [`broker`]: a private broker is stopped or killed and started again; every node recovers.
 //! - [`wire_format`]: runs of entries in one versioned message; unknown versions refused.
+//! - [`broker_cluster`]: on a private three-node RabbitMQ cluster with quorum queues, the broker
+//!   node the master uses is killed, stopped or frozen mid-stream; nothing acknowledged is lost.
+//!   And an entry requeued many times is still delivered.
 //! - [`paging`]: `GET /messages?from=&limit=`.
 //! - [`startup`]: the one stdout line every node prints once bound, and health reports.
 //! - [`membership`]: heartbeats and node states on the master's `/health`, quorum read-only
@@ -35,6 +38,7 @@
 //! prints the tail of every node's log and keeps the logs (the path is printed).
 
 mod broker;
+mod broker_cluster;
 mod catch_up;
 mod concurrency;
 mod dedup;

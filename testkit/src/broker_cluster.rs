@@ -1,0 +1,383 @@
+//! A private three-node RabbitMQ cluster: three [`PrivateBroker`]s on free ports, sharing one
+//! Erlang cookie (one temporary `HOME`), joined into one cluster the way an operator would:
+//! the second and third run `rabbitmqctl stop_app`, `join_cluster FIRST`, `start_app`.
+//!
+//! ```text
+//! <dir>/home/.erlang.cookie   written before the first start, shared by every node and rabbitmqctl
+//! <dir>/node-1/               the first node's PrivateBroker directory (mnesia/, log/, pid, ...)
+//! <dir>/node-2/, <dir>/node-3/
+//! ```
+//!
+//! Each node has its own `RABBITMQ_NODENAME`, `RABBITMQ_NODE_PORT`, `RABBITMQ_DIST_PORT`,
+//! `RABBITMQ_MNESIA_BASE`, `RABBITMQ_LOG_BASE` and `RABBITMQ_PID_FILE` (see [`crate::broker`]).
+//! Two settings differ from a lone node, both so that faults heal within a test's deadlines:
+//! `net_ticktime` is 10 s (peers notice a frozen node in 10-15 s instead of 60-75 s), and
+//! `cluster_partition_handling = autoheal`: a node thawed after its peers gave up on it comes
+//! back talking to them at once, never counting itself a minority, so `pause_minority` would
+//! leave the cluster partitioned (seen: mnesia's `inconsistent_database` and no healing);
+//! autoheal restarts the losing side, and the node rejoins.
+//!
+//! One node at a time can be killed (SIGKILL), stopped, started, frozen (SIGSTOP) and thawed;
+//! [`BrokerCluster::amqp_urls`] lists every node for `--amqp-url`. Dropping the cluster stops its
+//! nodes; a cluster kept in a `static` (never dropped) is reaped by
+//! [`BrokerCluster::reap_when_process_exits`].
+//!
+//! Measured on the 2-core test machine (RabbitMQ 3.10.8): three nodes start in parallel and
+//! join in 40-70 s.
+
+use crate::broker::{BrokerError, BrokerOptions, Member, PrivateBroker};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How many nodes a [`BrokerCluster`] has: the smallest cluster that keeps a majority when one
+/// node is lost.
+pub const CLUSTER_SIZE: usize = 3;
+
+/// How long one `rabbitmqctl` command may take.
+const CTL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Settings every member adds to its `rabbitmq.conf`.
+const MEMBER_CONF: &str = "cluster_partition_handling = autoheal\n";
+
+/// Every member's `advanced.config`: a frozen peer is noticed after about `net_ticktime`.
+const MEMBER_ADVANCED_CONFIG: &str = "[{kernel, [{net_ticktime, 10}]}].\n";
+
+/// Three RabbitMQ nodes of our own, clustered.
+#[derive(Debug)]
+pub struct BrokerCluster {
+    /// The nodes; `nodes[0]` is the one the others joined.
+    nodes: Vec<PrivateBroker>,
+    /// The cluster's directory (removed on drop unless kept).
+    dir: ClusterDir,
+}
+
+/// Where the cluster's files live, and whether they go when it does.
+#[derive(Debug)]
+enum ClusterDir {
+    /// Removed on drop.
+    Temporary(tempfile::TempDir),
+    /// Left in place.
+    Kept(PathBuf),
+}
+
+impl BrokerCluster {
+    /// Creates three nodes in a fresh directory, starts them in parallel and joins the second
+    /// and third to the first; returns once all three run as one cluster.
+    pub async fn start_new(options: BrokerOptions) -> Result<BrokerCluster, BrokerError> {
+        let began = Instant::now();
+        // In `options.dir` when given (kept there when told), else a fresh temporary directory.
+        let temporary = match &options.dir {
+            Some(path) => {
+                std::fs::create_dir_all(path)
+                    .map_err(|source| io(&format!("create {}", path.display()), source))?;
+                tempfile::Builder::new()
+                    .prefix("broker-cluster-")
+                    .tempdir_in(path)
+            }
+            None => tempfile::Builder::new()
+                .prefix("replog-broker-cluster-")
+                .tempdir(),
+        }
+        .map_err(|source| io("create the cluster directory", source))?;
+        let dir = if options.keep_dir {
+            ClusterDir::Kept(temporary.keep())
+        } else {
+            ClusterDir::Temporary(temporary)
+        };
+        let root = dir.path().to_path_buf();
+        let home = root.join("home");
+        write_cookie(&home)?;
+        let mut nodes = Vec::with_capacity(CLUSTER_SIZE);
+        for index in 1..=CLUSTER_SIZE {
+            let node_options = BrokerOptions {
+                dir: Some(root.join(format!("node-{index}"))),
+                // The cluster's directory owns the nodes' files.
+                keep_dir: true,
+                ..options.clone()
+            };
+            let member = Member {
+                home: home.clone(),
+                extra_conf: MEMBER_CONF.to_owned(),
+                advanced_config: MEMBER_ADVANCED_CONFIG.to_owned(),
+            };
+            nodes.push(PrivateBroker::create(node_options, Some(member))?);
+        }
+        let mut cluster = BrokerCluster { nodes, dir };
+        futures_util::future::try_join_all(cluster.nodes.iter_mut().map(|node| node.start()))
+            .await?;
+        let first = cluster.nodes[0].node_name().to_owned();
+        for node in &cluster.nodes[1..] {
+            node.rabbitmqctl(&["stop_app"], CTL_TIMEOUT).await?;
+            node.rabbitmqctl(&["join_cluster", &first], CTL_TIMEOUT)
+                .await?;
+            node.rabbitmqctl(&["start_app"], CTL_TIMEOUT).await?;
+        }
+        cluster.wait_all_running(options.start_timeout).await?;
+        tracing::info!(
+            nodes = ?cluster.nodes.iter().map(|n| n.node_name()).collect::<Vec<_>>(),
+            took = ?began.elapsed(),
+            "private broker cluster started"
+        );
+        Ok(cluster)
+    }
+
+    /// Every node's AMQP URL, comma-separated, in node order: the value for `--amqp-url`.
+    pub fn amqp_urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(PrivateBroker::amqp_url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The nodes, in order.
+    pub fn nodes(&self) -> &[PrivateBroker] {
+        &self.nodes
+    }
+
+    /// One node (0-based).
+    pub fn node(&self, index: usize) -> &PrivateBroker {
+        &self.nodes[index]
+    }
+
+    /// One node (0-based), to act on it directly.
+    pub fn node_mut(&mut self, index: usize) -> &mut PrivateBroker {
+        &mut self.nodes[index]
+    }
+
+    /// The node listening on this AMQP port, if any.
+    pub fn index_of_port(&self, port: u16) -> Option<usize> {
+        self.nodes.iter().position(|node| node.port() == port)
+    }
+
+    /// The cluster's directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// SIGKILL to one node's VM.
+    pub async fn kill(&mut self, index: usize) -> Result<(), BrokerError> {
+        self.nodes[index].kill().await
+    }
+
+    /// `rabbitmqctl stop` on one node.
+    pub async fn stop(&mut self, index: usize) -> Result<(), BrokerError> {
+        self.nodes[index].stop().await
+    }
+
+    /// Starts one node again on its data; it rejoins the cluster by itself.
+    pub async fn start(&mut self, index: usize) -> Result<(), BrokerError> {
+        self.nodes[index].start().await
+    }
+
+    /// SIGSTOP to one node's VM.
+    pub fn freeze(&mut self, index: usize) -> Result<(), BrokerError> {
+        self.nodes[index].freeze()
+    }
+
+    /// SIGCONT to one node's VM.
+    pub fn thaw(&mut self, index: usize) -> Result<(), BrokerError> {
+        self.nodes[index].thaw()
+    }
+
+    /// The index of some node that runs and is not frozen, other than `except`.
+    pub fn healthy_node(&self, except: Option<usize>) -> Option<usize> {
+        (0..self.nodes.len()).find(|&index| {
+            Some(index) != except
+                && self.nodes[index].is_running()
+                && !self.nodes[index].is_frozen()
+        })
+    }
+
+    /// The cluster's running nodes as `node` sees them (`rabbitmqctl cluster_status`).
+    pub async fn running_nodes(&self, via: usize) -> Result<Vec<String>, BrokerError> {
+        Ok(self.cluster_status(via).await?.0)
+    }
+
+    /// `rabbitmqctl cluster_status` on `via`: the running nodes, and whether it reports a
+    /// network partition.
+    async fn cluster_status(&self, via: usize) -> Result<(Vec<String>, bool), BrokerError> {
+        let out = self.nodes[via]
+            .rabbitmqctl(&["cluster_status", "--formatter", "json"], CTL_TIMEOUT)
+            .await?;
+        let json = first_json(&out).unwrap_or_default();
+        let running = json["running_nodes"]
+            .as_array()
+            .map(|nodes| {
+                nodes
+                    .iter()
+                    .filter_map(|n| n.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let partitioned = match &json["partitions"] {
+            serde_json::Value::Object(map) => !map.is_empty(),
+            serde_json::Value::Array(list) => !list.is_empty(),
+            _ => false,
+        };
+        Ok((running, partitioned))
+    }
+
+    /// Waits until every node is running, seen running by a healthy node, and no partition is
+    /// reported: a restarted or thawed node has rejoined.
+    pub async fn wait_all_running(&self, timeout: Duration) -> Result<(), BrokerError> {
+        let deadline = Instant::now() + timeout;
+        let mut last = String::new();
+        loop {
+            if let Some(via) = self.healthy_node(None) {
+                match self.cluster_status(via).await {
+                    Ok((running, false)) if running.len() == self.nodes.len() => return Ok(()),
+                    Ok((running, partitioned)) => {
+                        last = format!("running: {running:?}, partitioned: {partitioned}")
+                    }
+                    Err(error) => last = error.to_string(),
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(BrokerError::Command {
+                    command: "rabbitmqctl cluster_status (waiting for every node)".into(),
+                    status: format!(
+                        "not all {} nodes running after {timeout:?}",
+                        self.nodes.len()
+                    ),
+                    output: last,
+                    log_tail: String::new(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// The client connections the cluster holds: (the name the client gave its connection, the
+    /// broker node's AMQP port it is connected to), from `rabbitmqctl list_connections name port` on a healthy node.
+    /// This is how a test finds the broker node a replog node is on without the management
+    /// plugin.
+    pub async fn connections(&self) -> Result<Vec<(String, u16)>, BrokerError> {
+        let via = self.healthy_node(None).ok_or(BrokerError::NotRunning)?;
+        let out = self.nodes[via]
+            .rabbitmqctl(
+                &[
+                    "list_connections",
+                    "client_properties",
+                    "port",
+                    "--formatter",
+                    "json",
+                ],
+                CTL_TIMEOUT,
+            )
+            .await?;
+        let json = first_json(&out).unwrap_or_default();
+        Ok(json
+            .as_array()
+            .map(|rows| {
+                rows.iter()
+                    .filter_map(|row| {
+                        let name = connection_name(&row["client_properties"]);
+                        let port = u16::try_from(row["port"].as_u64()?).ok()?;
+                        Some((name, port))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// The members of a quorum queue (`rabbitmqctl list_queues name members`), as node names.
+    pub async fn queue_members(&self, queue: &str) -> Result<Vec<String>, BrokerError> {
+        let via = self.healthy_node(None).ok_or(BrokerError::NotRunning)?;
+        let out = self.nodes[via]
+            .rabbitmqctl(
+                &["list_queues", "name", "members", "--formatter", "json"],
+                CTL_TIMEOUT,
+            )
+            .await?;
+        let json = first_json(&out).unwrap_or_default();
+        let members = json.as_array().and_then(|rows| {
+            rows.iter()
+                .find(|row| row["name"].as_str() == Some(queue))
+                .and_then(|row| row["members"].as_array().cloned())
+        });
+        Ok(members
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|m| m.as_str().map(str::to_owned))
+            .collect())
+    }
+
+    /// Starts a watchdog process that kills every node (by its pid file) and removes the
+    /// cluster's directory once this process has exited: for a cluster kept in a `static`,
+    /// which is never dropped.
+    pub fn reap_when_process_exits(&self) -> Result<(), BrokerError> {
+        let dir = self.dir.path().to_string_lossy().into_owned();
+        let remove = matches!(self.dir, ClusterDir::Temporary(_));
+        let script = format!(
+            "while kill -0 {parent} 2>/dev/null; do sleep 1; done; \
+             for f in '{dir}'/node-*/pid; do [ -f \"$f\" ] && kill -CONT \"$(cat \"$f\")\" 2>/dev/null; \
+             [ -f \"$f\" ] && kill -9 \"$(cat \"$f\")\" 2>/dev/null; done; {cleanup}",
+            parent = std::process::id(),
+            cleanup = if remove {
+                format!("rm -rf '{dir}'")
+            } else {
+                String::new()
+            },
+        );
+        std::process::Command::new("sh")
+            .args(["-c", &script])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map(drop)
+            .map_err(|source| io("start the broker cluster's watchdog", source))
+    }
+}
+
+impl ClusterDir {
+    fn path(&self) -> &Path {
+        match self {
+            ClusterDir::Temporary(dir) => dir.path(),
+            ClusterDir::Kept(path) => path,
+        }
+    }
+}
+
+/// The cookie every node and `rabbitmqctl` read from `HOME`; written before any node starts so
+/// that three first starts cannot race to create three different ones.
+fn write_cookie(home: &Path) -> Result<(), BrokerError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(home).map_err(|source| io("create the cluster's HOME", source))?;
+    let cookie = home.join(".erlang.cookie");
+    let value = uuid::Uuid::new_v4().simple().to_string().to_uppercase();
+    std::fs::write(&cookie, value).map_err(|source| io("write the Erlang cookie", source))?;
+    std::fs::set_permissions(&cookie, std::fs::Permissions::from_mode(0o400))
+        .map_err(|source| io("restrict the Erlang cookie", source))
+}
+
+/// The `connection_name` among a connection's client properties as `rabbitmqctl` prints them
+/// in JSON (`["connection_name", "longstr", "..."]` items, or an object); the whole properties
+/// text when it is not found, so a `contains` still matches.
+fn connection_name(properties: &serde_json::Value) -> String {
+    let from_items = properties.as_array().and_then(|items| {
+        items.iter().find_map(|item| {
+            let item = item.as_array()?;
+            (item.first()?.as_str()? == "connection_name")
+                .then(|| item.last()?.as_str().map(str::to_owned))
+                .flatten()
+        })
+    });
+    from_items
+        .or_else(|| properties["connection_name"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| properties.to_string())
+}
+
+/// The JSON document in `rabbitmqctl --formatter json` output (which may have other lines).
+fn first_json(out: &str) -> Option<serde_json::Value> {
+    let start = out.find(['[', '{'])?;
+    serde_json::from_str(&out[start..]).ok()
+}
+
+fn io(what: &str, source: std::io::Error) -> BrokerError {
+    BrokerError::Io {
+        what: what.to_owned(),
+        source,
+    }
+}

@@ -1,0 +1,351 @@
+//! replog on a three-node RabbitMQ cluster with quorum queues: the broker node the master is
+//! connected to is killed (SIGKILL), stopped, or frozen (SIGSTOP) in the middle of a stream of
+//! `w=3` writes; writes go on through the other nodes, every acknowledged write is on every node
+//! exactly once at its order, and the broker node comes back into the cluster. And a message
+//! that a consumer requeues many times is still delivered (no delivery limit drops it).
+//!
+//! The cluster takes most of a minute to start on two cores, so one cluster serves every test
+//! here: a `static`, locked by each test for its whole run (the faults must not overlap), healed
+//! (thawed, started, all nodes running) before each test, and reaped when the test process
+//! exits. Each test still has a namespace of its own.
+
+use crate::helpers::{
+    assert_log_matches_answers, assert_well_formed, post, random_writes, wait_until, write,
+    write_all, DEADLINE,
+};
+use replog_testkit::broker::requeue_repeatedly;
+use replog_testkit::{
+    BrokerCluster, BrokerOptions, NodeClient, TestCluster, WriteAck, WriteOutcome, CLUSTER_SIZE,
+};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, MutexGuard, OnceCell};
+
+/// The cluster every test here shares.
+static CLUSTER: OnceCell<Mutex<BrokerCluster>> = OnceCell::const_new();
+
+/// How long a fault may hold writes up before the test fails. The kill and the stop are
+/// noticed at once (the TCP connections close); a freeze needs the AMQP heartbeat (3 s here)
+/// to run out twice, or a confirm timeout, before a node moves on.
+const WRITES_RESUME_WITHIN: Duration = Duration::from_secs(45);
+
+/// How long a broker node may take to start again and rejoin (a restart is 5-10 s; a thawed
+/// node under `pause_minority` pauses and resumes).
+const REJOIN: Duration = Duration::from_secs(120);
+
+/// The AMQP heartbeat the replog nodes use here, so that a frozen broker node is given up on
+/// within seconds.
+const HEARTBEAT_SECS: u32 = 3;
+
+/// The shared cluster, healed, locked for the caller.
+async fn broker_cluster() -> MutexGuard<'static, BrokerCluster> {
+    let cell = CLUSTER
+        .get_or_init(|| async {
+            let began = Instant::now();
+            let cluster = BrokerCluster::start_new(BrokerOptions {
+                keep_dir: true,
+                ..BrokerOptions::default()
+            })
+            .await
+            .unwrap_or_else(|error| panic!("cannot start the private broker cluster: {error}"));
+            cluster
+                .reap_when_process_exits()
+                .unwrap_or_else(|error| panic!("{error}"));
+            eprintln!("private broker cluster started in {:?}", began.elapsed());
+            Mutex::new(cluster)
+        })
+        .await;
+    let mut cluster = cell.lock().await;
+    // A test that failed half-way may have left a node down or frozen.
+    for index in 0..CLUSTER_SIZE {
+        if cluster.node(index).is_frozen() {
+            cluster.thaw(index).expect("thaw");
+        }
+        if !cluster.node(index).is_running() {
+            cluster
+                .start(index)
+                .await
+                .expect("start a broker node again");
+        }
+    }
+    cluster
+        .wait_all_running(REJOIN)
+        .await
+        .expect("every broker node runs in the cluster");
+    cluster
+}
+
+/// `--amqp-url` for the replog nodes: every broker node, with a short heartbeat.
+fn urls(cluster: &BrokerCluster) -> String {
+    cluster
+        .amqp_urls()
+        .split(',')
+        .map(|url| format!("{url}?heartbeat={HEARTBEAT_SECS}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A replog cluster (master, s1, s2) on the broker cluster, with quorum queues.
+async fn replog_on(cluster: &BrokerCluster) -> TestCluster {
+    TestCluster::builder()
+        .amqp_url(&urls(cluster))
+        .queue_type("quorum")
+        .start()
+        .await
+}
+
+/// Which broker node (index) the connection called `name` is on.
+async fn broker_node_of(cluster: &BrokerCluster, name: &str) -> usize {
+    let connections = cluster.connections().await.expect("list_connections");
+    let port = connections
+        .iter()
+        .find(|(connection, _)| connection.contains(name))
+        .map(|(_, port)| *port)
+        .unwrap_or_else(|| panic!("no connection named {name:?} in {connections:?}"));
+    cluster
+        .index_of_port(port)
+        .unwrap_or_else(|| panic!("port {port} is no broker node's"))
+}
+
+/// A stream of `w=3` writes from two clients, each write expected to return `201`.
+struct WriteStream {
+    /// Set to end the stream.
+    stop: Arc<AtomicBool>,
+    /// The writers, each returning its answers.
+    writers: Vec<tokio::task::JoinHandle<Vec<WriteAck>>>,
+}
+
+impl WriteStream {
+    fn start(master: &NodeClient, prefix: &str) -> WriteStream {
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers = (0..2)
+            .map(|writer| {
+                let master = master.clone();
+                let stop = stop.clone();
+                let prefix = format!("{prefix}-{writer}");
+                tokio::spawn(async move {
+                    let mut answers = Vec::new();
+                    let mut n = 0;
+                    while !stop.load(Ordering::SeqCst) {
+                        let content = format!("{prefix}-{n}");
+                        n += 1;
+                        match post(&master, &write(&content, 3)).await {
+                            WriteOutcome::Created(ack) => answers.push(ack),
+                            other => panic!("a w=3 write in the stream: {other:?}"),
+                        }
+                    }
+                    answers
+                })
+            })
+            .collect();
+        WriteStream { stop, writers }
+    }
+
+    async fn finish(self) -> Vec<WriteAck> {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut answers = Vec::new();
+        for writer in self.writers {
+            let joined = tokio::time::timeout(WRITES_RESUME_WITHIN + DEADLINE, writer)
+                .await
+                .expect("the write stream ends");
+            answers.extend(joined.expect("a stream writer panicked"));
+        }
+        answers
+    }
+}
+
+/// How a broker node is taken away.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    Kill,
+    Stop,
+    Freeze,
+}
+
+async fn survives(fault: Fault) {
+    let mut cluster = broker_cluster().await;
+    let replog = replog_on(&cluster).await;
+    let master = replog.master();
+    let mut answers = write_all(&master, &random_writes("before", 10, 3..=3), 4, DEADLINE).await;
+    replog.wait_for_convergence(answers.len()).await;
+
+    // Three replicas of every queue: one per broker node.
+    let ns = replog.namespace().to_owned();
+    for queue in [format!("{ns}.secondary.s1"), format!("{ns}.acks")] {
+        let members = cluster.queue_members(&queue).await.expect("list_queues");
+        assert_eq!(members.len(), CLUSTER_SIZE, "{queue}: {members:?}");
+    }
+
+    // The kill and the freeze hit the master's broker node (its publishes must be re-sent
+    // elsewhere); the graceful stop hits the node holding the most of this cluster's
+    // connections (consumers must move).
+    let connections: Vec<(String, u16)> = cluster
+        .connections()
+        .await
+        .expect("list_connections")
+        .into_iter()
+        .filter(|(name, _)| name.contains(&ns))
+        .collect();
+    let target = match fault {
+        Fault::Kill | Fault::Freeze => {
+            broker_node_of(&cluster, &format!("replog master ({ns})")).await
+        }
+        Fault::Stop => (0..CLUSTER_SIZE)
+            .max_by_key(|&index| {
+                connections
+                    .iter()
+                    .filter(|(_, port)| *port == cluster.node(index).port())
+                    .count()
+            })
+            .expect("three nodes"),
+    };
+    let on_target: Vec<&str> = connections
+        .iter()
+        .filter(|(_, port)| *port == cluster.node(target).port())
+        .map(|(name, _)| name.as_str())
+        .collect();
+    eprintln!("{fault:?} broker node {} holding {on_target:?}", target + 1);
+
+    let stream = WriteStream::start(&master, "stream");
+    wait_until(DEADLINE, "the stream is flowing", || async {
+        crate::helpers::master_health(&master).await.last_order >= 15
+    })
+    .await;
+    let hit = Instant::now();
+    match fault {
+        Fault::Kill => cluster.kill(target).await.expect("SIGKILL the broker node"),
+        Fault::Stop => cluster.stop(target).await.expect("stop the broker node"),
+        Fault::Freeze => cluster.freeze(target).expect("SIGSTOP the broker node"),
+    }
+    // A write sent now returns once the master and both secondaries are on other nodes.
+    let probe = tokio::time::timeout(
+        WRITES_RESUME_WITHIN,
+        post(&master, &write("after the fault", 3)),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        panic!("no w=3 write returned within {WRITES_RESUME_WITHIN:?} of {fault:?}")
+    });
+    let resumed = hit.elapsed();
+    match probe {
+        WriteOutcome::Created(ack) => answers.push(ack),
+        other => panic!("the w=3 write after {fault:?}: {other:?}"),
+    }
+    eprintln!("{fault:?}: w=3 writes resumed {resumed:?} after the fault");
+
+    if let Fault::Freeze = fault {
+        // Long enough for the peers to notice (net_ticktime 10 s), then thawed.
+        let frozen = cluster.node(target).node_name().to_owned();
+        let via = cluster.healthy_node(Some(target)).expect("a healthy node");
+        let began = Instant::now();
+        loop {
+            let running = cluster.running_nodes(via).await.unwrap_or_default();
+            if !running.contains(&frozen) {
+                break;
+            }
+            assert!(
+                began.elapsed() < REJOIN,
+                "the peers never noticed the frozen node"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        eprintln!("peers noticed the frozen node after {:?}", hit.elapsed());
+        cluster.thaw(target).expect("SIGCONT");
+    } else {
+        cluster
+            .start(target)
+            .await
+            .expect("the broker node starts again");
+    }
+    cluster
+        .wait_all_running(REJOIN)
+        .await
+        .expect("the broker node rejoins the cluster");
+    eprintln!(
+        "{fault:?}: the broker node is back in the cluster {:?} after the fault",
+        hit.elapsed()
+    );
+
+    answers.extend(stream.finish().await);
+    answers.extend(
+        write_all(
+            &master,
+            &random_writes("after", 10, 3..=3),
+            4,
+            WRITES_RESUME_WITHIN,
+        )
+        .await,
+    );
+    let log = replog.wait_for_convergence(answers.len()).await;
+    assert_well_formed(&log);
+    assert_log_matches_answers(&log, &answers);
+    // The queues still have their three replicas.
+    let members = cluster
+        .queue_members(&format!("{ns}.secondary.s2"))
+        .await
+        .expect("list_queues");
+    assert_eq!(members.len(), CLUSTER_SIZE, "{members:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_broker_node_loses_no_acknowledged_write() {
+    survives(Fault::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_broker_node_loses_no_acknowledged_write() {
+    survives(Fault::Stop).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_broker_node_loses_no_acknowledged_write() {
+    survives(Fault::Freeze).await;
+}
+
+/// RabbitMQ 4.x dead-letters (or drops) a quorum-queue message after 20 deliveries by default;
+/// replog declares no limit (3.x has none) and asks for the policy `delivery-limit: -1` on 4.x.
+/// Here entries sit in a stopped secondary's quorum queue while a consumer requeues each of them
+/// 25 times; all are still there, and the secondary gets every one from its queue.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_entry_requeued_many_times_is_still_delivered() {
+    let mut replog = TestCluster::builder()
+        .secondaries(&["s1"])
+        .queue_type("quorum")
+        .start()
+        .await;
+    let master = replog.master();
+    let mut answers = write_all(&master, &random_writes("first", 1, 2..=2), 1, DEADLINE).await;
+    replog.wait_for_convergence(1).await;
+
+    replog.kill("s1").await;
+    answers.extend(write_all(&master, &random_writes("queued", 5, 1..=1), 1, DEADLINE).await);
+    let queue = format!("{}.secondary.s1", replog.namespace());
+    let report = requeue_repeatedly(
+        &replog_testkit::test_cluster::amqp_url_from_env(),
+        &queue,
+        25,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap_or_else(|error| panic!("requeueing {queue}: {error}"));
+    assert_eq!(
+        report.deliveries,
+        25 * report.messages_before as usize,
+        "entries stopped coming back: {report:?}"
+    );
+    assert!(
+        report.max_delivery_count >= 24,
+        "the broker did not count the redeliveries: {report:?}"
+    );
+    // The five queued entries, and the warm-up one if s1's deferred ack had not gone out yet.
+    assert!(report.messages_before >= 5, "{report:?}");
+    assert_eq!(
+        report.messages_after, report.messages_before,
+        "entries left the queue: {report:?}"
+    );
+
+    replog.restart("s1").await;
+    let log = replog.wait_for_convergence(6).await;
+    assert_log_matches_answers(&log, &answers);
+}
