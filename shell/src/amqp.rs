@@ -2,9 +2,10 @@
 //! backoff, and the declarations of the cluster's exchange and queues.
 //!
 //! A node is given one broker URL or a comma-separated list of the URLs of one RabbitMQ
-//! cluster's nodes ([`BrokerUrls`]). deadpool (the pool deadpool-lapin is built on) serves as the
-//! connection factory and health check: each [`Broker`] keeps a pool of one connection, made by
-//! a manager ([`NodeRotator`]) that dials the cluster's nodes in turn ([`Rotation`]): it starts
+//! cluster's nodes ([`BrokerUrls`]). deadpool-lapin serves as the connection factory and
+//! health check: each [`Broker`] keeps a pool of one connection (deadpool's pool, the one
+//! deadpool-lapin is built on), made by a manager ([`NodeRotator`]) that has deadpool-lapin's
+//! manager dial the cluster's nodes in turn ([`Rotation`]): it starts
 //! at an offset derived from the connection's name, so the nodes of a replog cluster spread over
 //! the broker nodes, and every new connection goes to the next broker node in the list, so a
 //! connection lost with its broker node is re-made on another one. `open_channel` takes the
@@ -300,9 +301,15 @@ impl managed::Manager for NodeRotator {
     async fn create(&self) -> Result<lapin::Connection, lapin::Error> {
         let index = lock(&self.rotation).advance();
         let url = &self.urls.urls()[index];
-        let properties = ConnectionProperties::default()
-            .with_connection_name(self.connection_name.clone().into());
-        match lapin::Connection::connect(url.expose(), properties).await {
+        let name = self.connection_name.clone();
+        // deadpool-lapin's own manager dials the chosen node (on this tokio runtime); this
+        // manager only chooses which node, and when to give a connection up.
+        let node = deadpool_lapin::Manager::new(
+            url.expose(),
+            move || ConnectionProperties::default().with_connection_name(name.clone().into()),
+            async_rs::Runtime::tokio_current(),
+        );
+        match managed::Manager::create(&node).await {
             Ok(connection) => {
                 self.suspect.store(false, Ordering::SeqCst);
                 *lock(&self.current) = Some(index);
