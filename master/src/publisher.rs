@@ -52,6 +52,10 @@ pub struct PublisherSettings {
     /// This master's data directory incarnation, stamped on every entry: a secondary reports
     /// it back, so that a position beyond the log is evidence only when this master published it.
     pub incarnation: Incarnation,
+    /// The broker user the master connects as, stamped on every entry as its AMQP `user_id`:
+    /// the broker refuses a publish whose `user_id` is not the connection's user, so a
+    /// secondary started with `--master-user` knows an entry came from the master.
+    pub broker_user: String,
 }
 
 /// The outcome of one publish: its order and the broker's confirm. Timeouts are the
@@ -106,7 +110,11 @@ impl Publisher {
     }
 
     /// Declares everything the cluster needs and enables confirms on a fresh channel.
-    async fn prepare(settings: &PublisherSettings, channel: Channel) -> Result<Channel, AmqpError> {
+    async fn prepare(
+        broker: &Broker,
+        settings: &PublisherSettings,
+        channel: Channel,
+    ) -> Result<Channel, AmqpError> {
         // Two masters numbering entries into one namespace would make the nodes diverge: only
         // the holder of the master role publishes.
         amqp::claim_role(&channel, &settings.topology, "master").await?;
@@ -118,7 +126,7 @@ impl Publisher {
             amqp::declare_secondary_queue(&channel, &settings.topology, id, settings.queue_type)
                 .await?;
         }
-        amqp::declare_acks_queue(&channel, &settings.topology).await?;
+        amqp::declare_acks_route_replacing(broker, &channel, &settings.topology).await?;
         Ok(channel)
     }
 
@@ -129,10 +137,11 @@ impl Publisher {
         let mut backoff = Backoff::new();
         loop {
             let settings = self.settings.clone();
+            let broker = self.broker.clone();
             let Some(channel) = self
                 .broker
                 .open_channel_with_retry("publish entries", &stop, |channel| {
-                    Self::prepare(&settings, channel)
+                    Self::prepare(&broker, &settings, channel)
                 })
                 .await
             else {
@@ -286,7 +295,8 @@ impl Publisher {
         let properties = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
-            .with_message_id(entry.message_id.as_str().into());
+            .with_message_id(entry.message_id.as_str().into())
+            .with_user_id(self.settings.broker_user.as_str().into());
         let confirm = channel
             .basic_publish(
                 self.settings.topology.entries_exchange().into(),

@@ -11,7 +11,7 @@ use crate::refill;
 use crate::replication::{self, Replication};
 use crate::write_request::WriteLimits;
 use crate::writer::{DedupFlush, LogWriter};
-use replog_shell::amqp::{AmqpUrl, Broker};
+use replog_shell::amqp::{self, AmqpUrl, Broker};
 use replog_shell::shutdown::supervised;
 use replog_shell::startup::{self, StartError};
 use replog_shell::store::{self, DataDir, StoreError};
@@ -51,11 +51,15 @@ impl Application {
             .map_err(|e| StartError::Config(e.to_string()))?;
         let url = AmqpUrl::parse(&config.broker.amqp_url)?;
         let topology = config.broker.topology();
+        // Stamped on every entry as its AMQP user_id, which the broker validates.
+        let broker_user = amqp::url_user(url.expose())?;
         let broker = Broker::new(url, format!("replog master ({})", topology.namespace()))?;
         tracing::info!(
             broker = %broker.url(),
             namespace = %topology.namespace(),
-            secondaries = ?config.secondaries.iter().map(|id| id.as_str()).collect::<Vec<_>>(),
+            secondaries = ?config.secondaries.iter().map(|spec| spec.id.as_str()).collect::<Vec<_>>(),
+            broker_user = %broker_user,
+            secondaries_authenticated = config.secondary_users().is_some(),
             default_w,
             queue_type = ?config.broker.queue_type,
             dedup = ?config.dedup,
@@ -118,7 +122,7 @@ impl Application {
         let incarnation = data_dir.incarnation();
         tracing::info!(%incarnation, "this master's data directory incarnation, stamped on every entry it publishes");
         let replication = Replication::new(
-            config.secondaries.clone(),
+            config.secondary_ids(),
             config.health_policy(),
             config.quorum,
             Instant::now(),
@@ -129,10 +133,11 @@ impl Application {
         let (confirmed, confirmed_rx) = watch::channel(confirmed_at_start);
         let settings = PublisherSettings {
             topology: topology.clone(),
-            secondaries: config.secondaries.clone(),
+            secondaries: config.secondary_ids(),
             queue_type: config.broker.queue_type,
             confirm_timeout: Duration::from_millis(config.confirm_timeout_ms),
             incarnation,
+            broker_user,
         };
         let publisher = Publisher::new(
             broker.clone(),
@@ -160,6 +165,7 @@ impl Application {
             fence: fence.clone(),
             incarnation,
             connected: broker_connected.clone(),
+            secondary_users: config.secondary_users().map(Arc::new),
         };
         tasks.spawn(supervised(
             "ack consumer",
