@@ -37,7 +37,9 @@ pub struct MasterConfig {
         long,
         env = "REPLOG_SECONDARIES",
         value_delimiter = ',',
-        default_value = "s1,s2"
+        default_value = "s1,s2",
+        // Given twice, the last one counts, like every other flag.
+        action = clap::ArgAction::Set
     )]
     pub secondaries: Vec<SecondarySpec>,
 
@@ -297,6 +299,9 @@ mod tests {
         // A single-valued flag given twice counts the last time (wrappers append flags).
         let twice = parse(&["--amqp-url", "amqp://a@h/v", "--amqp-url", "amqp://b@h/v"]);
         assert_eq!(twice.broker.amqp_url, "amqp://b@h/v");
+        let twice = parse(&["--secondaries", "a", "--secondaries", "b=u,c=v"]);
+        assert_eq!(twice.secondary_ids().len(), 2);
+        assert!(twice.validate().is_ok());
     }
 
     #[test]

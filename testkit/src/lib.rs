@@ -35,7 +35,7 @@ pub mod test_cluster;
 pub mod wait;
 
 pub use binaries::{Binaries, BinaryError, Profile};
-pub use broker::{BrokerError, BrokerOptions, PrivateBroker};
+pub use broker::{publish_as, BrokerError, BrokerOptions, PrivateBroker};
 pub use client::{
     BrokerHealth, EntryStatus, MasterHealth, NodeClient, NotYetApplied, QuorumHealth, RawResponse,
     RequestError, SecondaryHealth, SecondaryStatus, Write, WriteAck, WriteOutcome, WriteTimedOut,

@@ -20,6 +20,8 @@
 //! - [`durability`]: nodes killed with SIGKILL come back with what they stored.
 //! - [`recovery`]: torn and corrupt records in a node's log are cut at start-up, never served.
 //! - [`broker`]: a private broker is stopped or killed and started again; every node recovers.
+//! - [`broker_security`]: least-privileged broker users; forged reports and entries are
+//!   ignored, and the broker refuses what a user may not publish.
 //! - [`paging`]: `GET /messages?from=&limit=`.
 //! - [`startup`]: the one stdout line every node prints once bound, and health reports.
 //! - [`membership`]: heartbeats and node states on the master's `/health`, quorum read-only
@@ -34,6 +36,7 @@
 //! prints the tail of every node's log and keeps the logs (the path is printed).
 
 mod broker;
+mod broker_security;
 mod catch_up;
 mod concurrency;
 mod dedup;
