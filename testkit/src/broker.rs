@@ -608,6 +608,30 @@ fn find_scripts() -> Option<PathBuf> {
     versioned.pop()
 }
 
+/// Declares `queue` as a plain durable classic queue (no arguments) as whoever `amqp_url` logs
+/// in as: what an older replog left behind, for tests of upgrades.
+pub async fn declare_plain_queue(amqp_url: &str, queue: &str) -> Result<(), String> {
+    use lapin::options::QueueDeclareOptions;
+    let declare = async {
+        let connection =
+            lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await?;
+        let channel = connection.create_channel().await?;
+        let options = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        channel
+            .queue_declare(queue.into(), options, Default::default())
+            .await?;
+        let _ = connection.close(200, "declared".into()).await;
+        Ok::<_, lapin::Error>(())
+    };
+    match tokio::time::timeout(Duration::from_secs(15), declare).await {
+        Ok(outcome) => outcome.map_err(|error| error.to_string()),
+        Err(_) => Err("no answer within 15 s".to_owned()),
+    }
+}
+
 /// Publishes `payload` to `exchange` (`""`: the default exchange) with `routing_key`, as
 /// whoever `amqp_url` logs in as, with the AMQP `user_id` property when given, and waits for
 /// the broker's confirm: for tests of who may publish what. `Err` carries the broker's refusal

@@ -11,7 +11,8 @@ use crate::helpers::{
 use replog_common::wire::{AckMessage, EntryMessage};
 use replog_common::{Incarnation, NodeId};
 use replog_testkit::{
-    publish_as, unique_namespace, BrokerOptions, PrivateBroker, TestCluster, WriteOutcome,
+    declare_plain_queue, publish_as, unique_namespace, BrokerOptions, PrivateBroker, TestCluster,
+    WriteOutcome,
 };
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -70,7 +71,8 @@ async fn only_the_right_broker_users_can_ack_or_publish_entries() {
         .unwrap_or_else(|error| panic!("cannot start a private RabbitMQ node: {error}"));
     let ns = unique_namespace("test");
     create_users(&broker, &ns).await;
-    let url_of = |role: &str, password: &str| broker.amqp_url_as(&format!("{ns}-{role}"), password, "/");
+    let url_of =
+        |role: &str, password: &str| broker.amqp_url_as(&format!("{ns}-{role}"), password, "/");
     let (master_url, s1_url, s2_url) = (
         url_of("master", "pw-m"),
         url_of("s1", "pw-1"),
@@ -174,7 +176,30 @@ async fn only_the_right_broker_users_can_ack_or_publish_entries() {
         "{health:?}"
     );
     assert!(
-        cluster.master_node().log_text().contains("ignoring a report for s2"),
+        cluster
+            .master_node()
+            .log_text()
+            .contains("ignoring a report for s2"),
         "the master did not say it ignored the forged reports"
+    );
+}
+
+/// An acks queue left by an older replog (unbounded, so declaring it bounded fails with
+/// `PRECONDITION_FAILED`) is replaced by the master, and reports flow again.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unbounded_acks_queue_of_an_older_replog_is_replaced() {
+    let ns = unique_namespace("test");
+    let url = replog_testkit::amqp_url_from_env();
+    declare_plain_queue(&url, &format!("{ns}.acks"))
+        .await
+        .expect("the old acks queue is declared");
+    let cluster = TestCluster::builder().namespace(&ns).start().await;
+    assert_created(&post(&cluster.master(), &write("one", 3)).await, "one", 3);
+    assert!(
+        cluster
+            .master_node()
+            .log_text()
+            .contains("the acks queue exists with other arguments"),
+        "the master did not replace the old acks queue"
     );
 }
