@@ -11,6 +11,12 @@
 //! is ignored, a position beyond the log is ignored — unless the secondary says this very
 //! master incarnation published what it holds, which proves the log lost entries and raises the
 //! [fence](crate::fence).
+//!
+//! With broker users in `--secondaries` (`s1=replog-s1`), a report counts only when its AMQP
+//! `user_id` is that secondary's user. The broker refuses a publish whose `user_id` is not the
+//! connection's user, so the field is the broker's word on who sent it; a report without it or
+//! with another user's is forged (or misconfigured): ignored, counted in
+//! `replog_forged_reports_total{secondary}` and warned about at most every [`WARN_EVERY`].
 
 use crate::fence::{Evidence, Fence, Fenced};
 use crate::replication::{log_changes, Heard, Replication};
@@ -54,6 +60,9 @@ pub struct AckConsumer {
     /// holds the same entries up to here (what the master appended since may differ from what
     /// a follower holds beyond this log's end).
     pub recovered_end: Order,
+    /// Each secondary's broker user, from `--secondaries ID=USER`: only its reports count.
+    /// `None`: every report is believed (a trusted broker).
+    pub secondary_users: Option<Arc<HashMap<NodeId, String>>>,
 }
 
 /// Which warnings were given, so that each is given once (or once per [`WARN_EVERY`]).
@@ -67,6 +76,9 @@ struct Warned {
     malformed: Option<Instant>,
     /// Secondaries whose reports arrived too old to show they are alive: warned once each.
     stale: HashSet<NodeId>,
+    /// When a forged report (not sent by the secondary's broker user) was last warned about,
+    /// per secondary it named.
+    forged: HashMap<NodeId, Instant>,
 }
 
 /// Whether a warning last given at `last` may be given again at `now` (and if so, notes it).
@@ -84,10 +96,11 @@ impl AckConsumer {
         let mut warned = Warned::default();
         loop {
             let consumer_topology = self.topology.clone();
+            let broker = self.broker.clone();
             let Some((channel, mut consumer)) = self
                 .broker
                 .open_channel_with_retry("consume acks", &stop, |channel| {
-                    consume(channel, consumer_topology.clone())
+                    consume(broker.clone(), channel, consumer_topology.clone())
                 })
                 .await
             else {
@@ -104,7 +117,10 @@ impl AckConsumer {
                     }
                 };
                 match delivery {
-                    Some(Ok(delivery)) => self.on_payload(&delivery.data, &mut warned),
+                    Some(Ok(delivery)) => {
+                        let user = delivery.properties.user_id().as_ref().map(|u| u.as_str());
+                        self.on_payload(&delivery.data, user, &mut warned)
+                    }
                     Some(Err(error)) => {
                         tracing::warn!(%error, "ack consumer failed; reconnecting");
                         break;
@@ -119,8 +135,9 @@ impl AckConsumer {
         }
     }
 
-    /// Decodes one report and carries out what it means.
-    fn on_payload(&self, payload: &[u8], warned: &mut Warned) {
+    /// Decodes one report, sent by the broker user `user` (the broker-validated `user_id`, if
+    /// the publisher set one), and carries out what it means.
+    fn on_payload(&self, payload: &[u8], user: Option<&str>, warned: &mut Warned) {
         let now = Instant::now();
         let report = match AckMessage::decode(payload) {
             Ok(report) => report,
@@ -135,6 +152,9 @@ impl AckConsumer {
                 return;
             }
         };
+        if self.forged(&report, user, warned, now) {
+            return;
+        }
         let age = Duration::from_millis(wall_clock_ms().saturating_sub(report.sent_at_ms));
         let last_order = self.store.last_order();
         let applied = Order(report.applied);
@@ -166,6 +186,50 @@ impl AckConsumer {
             );
             log_changes(&capped.changes, capped.quorum);
         }
+    }
+
+    /// Whether `report` must be ignored because the broker did not vouch that the secondary
+    /// it names sent it: with broker users configured, its `user_id` must be that secondary's
+    /// user. Counts and (rate-limited) warns about each one. A report naming an unknown
+    /// secondary passes here and is ignored as unknown.
+    fn forged(
+        &self,
+        report: &AckMessage,
+        user: Option<&str>,
+        warned: &mut Warned,
+        now: Instant,
+    ) -> bool {
+        let Some(expected) = self
+            .secondary_users
+            .as_ref()
+            .and_then(|users| users.get(&report.id))
+        else {
+            return false;
+        };
+        if user == Some(expected.as_str()) {
+            return false;
+        }
+        let secondary = report.id.as_str();
+        metrics::counter!("replog_forged_reports_total", "secondary" => secondary.to_owned())
+            .increment(1);
+        let mut last = warned.forged.get(&report.id).copied();
+        if due(&mut last, now) {
+            warned.forged.insert(report.id.clone(), now);
+            let sender = user.map_or_else(
+                || "no user_id".to_owned(),
+                |user| format!("user_id {user:?}"),
+            );
+            tracing::warn!(
+                secondary,
+                user_id = user.unwrap_or(""),
+                expected_user = %expected,
+                applied = report.applied,
+                "ignoring a report for {secondary} sent with {sender}, not by its broker user \
+                 {expected:?}: forged, or that secondary runs with another broker user; further \
+                 ones are not logged for {WARN_EVERY:?}"
+            );
+        }
+        true
     }
 
     /// Logs what a report meant and raises the fence when it proves the log lost entries.
@@ -294,11 +358,12 @@ fn wall_clock_ms() -> u64 {
 }
 
 async fn consume(
+    broker: Broker,
     channel: Channel,
     topology: Topology,
 ) -> Result<(Channel, lapin::Consumer), AmqpError> {
     amqp::claim_role(&channel, &topology, "master").await?;
-    amqp::declare_acks_queue(&channel, &topology).await?;
+    amqp::declare_acks_route_replacing(&broker, &channel, &topology).await?;
     channel.basic_qos(1024, BasicQosOptions::default()).await?;
     let consumer = channel
         .basic_consume(

@@ -14,7 +14,9 @@ use std::time::Duration;
 #[command(
     name = "master",
     version,
-    about = "replog master: takes writes over HTTP, sequences them and replicates them through RabbitMQ"
+    about = "replog master: takes writes over HTTP, sequences them and replicates them through RabbitMQ",
+    // A flag given twice counts the last time, so wrappers (tests, scripts) may append.
+    args_override_self = true
 )]
 pub struct MasterConfig {
     /// Address the HTTP API listens on. Port 0 picks a free port; the bound address is printed
@@ -26,15 +28,20 @@ pub struct MasterConfig {
     #[command(flatten)]
     pub broker: BrokerArgs,
 
-    /// Ids of the secondaries, comma-separated. Their queues are declared at start, so entries
-    /// wait for a secondary that is down or not started yet.
+    /// The secondaries, comma-separated: `ID` or `ID=BROKER_USER`. Their queues are declared
+    /// at start, so entries wait for a secondary that is down or not started yet. With broker
+    /// users (`s1=replog-s1,s2=replog-s2`, all or none) a report counts only when the broker
+    /// vouches that this secondary's user sent it (its validated AMQP `user_id`); without them
+    /// every report on the acks queue is believed (a trusted broker).
     #[arg(
         long,
         env = "REPLOG_SECONDARIES",
         value_delimiter = ',',
-        default_value = "s1,s2"
+        default_value = "s1,s2",
+        // Given twice, the last one counts, like every other flag.
+        action = clap::ArgAction::Set
     )]
-    pub secondaries: Vec<NodeId>,
+    pub secondaries: Vec<SecondarySpec>,
 
     /// Write concern of a write that sets no `w` [default: all nodes, 1 + secondaries].
     #[arg(long, env = "REPLOG_DEFAULT_W")]
@@ -98,6 +105,42 @@ pub struct MasterConfig {
     pub data_dir: std::path::PathBuf,
 }
 
+/// One entry of `--secondaries`: a secondary's id and, optionally, the broker user it
+/// publishes its reports as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecondarySpec {
+    /// The secondary's id.
+    pub id: NodeId,
+    /// The broker user whose reports for this secondary count; `None` believes any.
+    pub user: Option<String>,
+}
+
+impl std::str::FromStr for SecondarySpec {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<SecondarySpec, String> {
+        let (id, user) = match raw.split_once('=') {
+            Some((id, user)) => (id, Some(user)),
+            None => (raw, None),
+        };
+        let id = NodeId::parse(id).ok_or_else(|| {
+            format!("{id:?} is not a secondary id (1 to 64 letters, digits, '-' or '_')")
+        })?;
+        let user = match user {
+            None => None,
+            Some(user) if !user.is_empty() && user.len() <= 255 && !user.contains('=') => {
+                Some(user.to_owned())
+            }
+            Some(user) => {
+                return Err(format!(
+                    "{user:?} is not a broker user name (1 to 255 characters, no '=' or ',')"
+                ))
+            }
+        };
+        Ok(SecondarySpec { id, user })
+    }
+}
+
 /// A configuration that cannot work.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -124,6 +167,9 @@ pub enum ConfigError {
         /// What was given.
         got: usize,
     },
+    /// Some secondaries name a broker user and others do not.
+    #[error("--secondaries must name a broker user for every secondary (ID=USER) or for none; {0} has none")]
+    MixedUsers(NodeId),
     /// A zero silence threshold, or thresholds in the wrong order.
     #[error("--suspect-after-ms ({suspect} ms) must be above 0 and below --unhealthy-after-ms ({unhealthy} ms)")]
     HealthThresholds {
@@ -135,6 +181,23 @@ pub enum ConfigError {
 }
 
 impl MasterConfig {
+    /// The ids of `--secondaries`, in order.
+    pub fn secondary_ids(&self) -> Vec<NodeId> {
+        self.secondaries
+            .iter()
+            .map(|spec| spec.id.clone())
+            .collect()
+    }
+
+    /// The broker user of each secondary, when `--secondaries` names them: only reports the
+    /// broker validated as sent by that user count. `None`: the broker is trusted.
+    pub fn secondary_users(&self) -> Option<std::collections::HashMap<NodeId, String>> {
+        self.secondaries
+            .iter()
+            .map(|spec| Some((spec.id.clone(), spec.user.clone()?)))
+            .collect()
+    }
+
     /// The largest meaningful `w`.
     pub fn max_w(&self) -> usize {
         1 + self.secondaries.len()
@@ -143,9 +206,14 @@ impl MasterConfig {
     /// Checks what clap cannot, and resolves the default `w`.
     pub fn validate(&self) -> Result<usize, ConfigError> {
         let mut seen = std::collections::HashSet::new();
-        for id in &self.secondaries {
-            if !seen.insert(id) {
-                return Err(ConfigError::DuplicateSecondary(id.clone()));
+        for spec in &self.secondaries {
+            if !seen.insert(&spec.id) {
+                return Err(ConfigError::DuplicateSecondary(spec.id.clone()));
+            }
+        }
+        if self.secondaries.iter().any(|spec| spec.user.is_some()) {
+            if let Some(bare) = self.secondaries.iter().find(|spec| spec.user.is_none()) {
+                return Err(ConfigError::MixedUsers(bare.id.clone()));
             }
         }
         let max = self.max_w();
@@ -219,6 +287,33 @@ mod tests {
         assert!(parse(&["--default-w", "0"]).validate().is_err());
         assert!(parse(&["--secondaries", "a,a"]).validate().is_err());
         assert!(MasterConfig::try_parse_from(["master", "--secondaries", "a.b"]).is_err());
+    }
+
+    #[test]
+    fn secondaries_may_name_their_broker_users() {
+        let plain = parse(&["--secondaries", "s1,s2"]);
+        assert_eq!(plain.secondary_users(), None);
+        assert_eq!(plain.secondary_ids()[1].as_str(), "s2");
+        let users = parse(&["--secondaries", "s1=replog-s1,s2=replog-s2"]);
+        assert!(users.validate().is_ok());
+        let users = users.secondary_users().expect("users are named");
+        assert_eq!(users[&NodeId::parse("s2").unwrap()], "replog-s2");
+        let mixed = parse(&["--secondaries", "s1=replog-s1,s2"]).validate();
+        assert!(matches!(mixed, Err(ConfigError::MixedUsers(id)) if id.as_str() == "s2"));
+        for bad in ["s1=", "s.1=u", "s1=a=b"] {
+            assert!(
+                MasterConfig::try_parse_from(["master", "--secondaries", bad]).is_err(),
+                "{bad}"
+            );
+        }
+        // A single-valued flag given twice counts the last time (wrappers append flags).
+        let twice = parse(&["--amqp-url", "amqp://a@h/v", "--amqp-url", "amqp://b@h/v"]);
+        assert!(twice.broker.amqp_url.urls()[0]
+            .expose()
+            .starts_with("amqp://b@h/v"));
+        let twice = parse(&["--secondaries", "a", "--secondaries", "b=u,c=v"]);
+        assert_eq!(twice.secondary_ids().len(), 2);
+        assert!(twice.validate().is_ok());
     }
 
     #[test]

@@ -54,6 +54,10 @@ pub struct PublisherSettings {
     pub incarnation: Incarnation,
     /// How large one entries message may grow (`--run-entries`, `--run-bytes`).
     pub runs: RunLimits,
+    /// The broker user the master connects as, stamped on every entry as its AMQP `user_id`:
+    /// the broker refuses a publish whose `user_id` is not the connection's user, so a
+    /// secondary started with `--master-user` knows an entry came from the master.
+    pub broker_user: String,
 }
 
 /// The outcome of one publish: its order and the broker's confirm. Timeouts are the
@@ -108,7 +112,11 @@ impl Publisher {
     }
 
     /// Declares everything the cluster needs and enables confirms on a fresh channel.
-    async fn prepare(settings: &PublisherSettings, channel: Channel) -> Result<Channel, AmqpError> {
+    async fn prepare(
+        broker: &Broker,
+        settings: &PublisherSettings,
+        channel: Channel,
+    ) -> Result<Channel, AmqpError> {
         // Two masters numbering entries into one namespace would make the nodes diverge: only
         // the holder of the master role publishes.
         amqp::claim_role(&channel, &settings.topology, "master").await?;
@@ -120,7 +128,7 @@ impl Publisher {
             amqp::declare_secondary_queue(&channel, &settings.topology, id, settings.queue_type)
                 .await?;
         }
-        amqp::declare_acks_queue(&channel, &settings.topology).await?;
+        amqp::declare_acks_route_replacing(broker, &channel, &settings.topology).await?;
         Ok(channel)
     }
 
@@ -131,10 +139,11 @@ impl Publisher {
         let mut backoff = Backoff::new();
         loop {
             let settings = self.settings.clone();
+            let broker = self.broker.clone();
             let Some(channel) = self
                 .broker
                 .open_channel_with_retry("publish entries", &stop, |channel| {
-                    Self::prepare(&settings, channel)
+                    Self::prepare(&broker, &settings, channel)
                 })
                 .await
             else {
@@ -299,7 +308,8 @@ impl Publisher {
             .with_content_type("application/json".into())
             .with_type(RUN_TYPE.into())
             // Names the run in the management UI's "get messages": its orders.
-            .with_message_id(format!("{first}-{last}").into());
+            .with_message_id(format!("{first}-{last}").into())
+            .with_user_id(self.settings.broker_user.as_str().into());
         let confirm = channel
             .basic_publish(
                 self.settings.topology.entries_exchange().into(),

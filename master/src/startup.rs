@@ -12,7 +12,7 @@ use crate::replication::{self, Replication};
 use crate::write_request::WriteLimits;
 use crate::writer::{DedupFlush, LogWriter};
 use replog_common::wire::run::RunLimits;
-use replog_shell::amqp::Broker;
+use replog_shell::amqp::{self, Broker};
 use replog_shell::shutdown::supervised;
 use replog_shell::startup::{self, StartError};
 use replog_shell::store::{self, DataDir, StoreError};
@@ -52,11 +52,16 @@ impl Application {
             .map_err(|e| StartError::Config(e.to_string()))?;
         let url = config.broker.amqp_url.clone();
         let topology = config.broker.topology();
+        // Stamped on every entry as its AMQP user_id, which the broker validates.
+        // Every URL of one broker cluster logs in as the same user: the first one names it.
+        let broker_user = amqp::url_user(url.urls()[0].expose())?;
         let broker = Broker::new(url, format!("replog master ({})", topology.namespace()))?;
         tracing::info!(
             broker = %broker.url(),
             namespace = %topology.namespace(),
-            secondaries = ?config.secondaries.iter().map(|id| id.as_str()).collect::<Vec<_>>(),
+            secondaries = ?config.secondaries.iter().map(|spec| spec.id.as_str()).collect::<Vec<_>>(),
+            broker_user = %broker_user,
+            secondaries_authenticated = config.secondary_users().is_some(),
             default_w,
             queue_type = ?config.broker.queue_type,
             dedup = ?config.dedup,
@@ -119,7 +124,7 @@ impl Application {
         let incarnation = data_dir.incarnation();
         tracing::info!(%incarnation, "this master's data directory incarnation, stamped on every entry it publishes");
         let replication = Replication::new(
-            config.secondaries.clone(),
+            config.secondary_ids(),
             config.health_policy(),
             config.quorum,
             Instant::now(),
@@ -134,7 +139,7 @@ impl Application {
         let recovered_end = store.last_order();
         let settings = PublisherSettings {
             topology: topology.clone(),
-            secondaries: config.secondaries.clone(),
+            secondaries: config.secondary_ids(),
             queue_type: config.broker.queue_type,
             confirm_timeout: Duration::from_millis(config.confirm_timeout_ms),
             incarnation,
@@ -142,6 +147,7 @@ impl Application {
                 entries: config.run_entries as usize,
                 bytes: config.run_bytes as usize,
             },
+            broker_user,
         };
         let publisher = Publisher::new(
             broker.clone(),
@@ -170,6 +176,7 @@ impl Application {
             incarnation,
             connected: broker_connected.clone(),
             recovered_end,
+            secondary_users: config.secondary_users().map(Arc::new),
         };
         tasks.spawn(supervised(
             "ack consumer",

@@ -1,4 +1,4 @@
-//! Publishing this secondary's reports to `<ns>.acks`: one message that is both the
+//! Publishing this secondary's reports to `<ns>.acks-in` (bound to `<ns>.acks`): one message that is both the
 //! cumulative ack and the heartbeat (id, data directory incarnation, applied position, the
 //! time, and the master incarnation of the newest entry it stored).
 //!
@@ -13,6 +13,11 @@
 //! with the same id, or a consuming connection that is gone), and while the applier has not
 //! turned its loop for [`STUCK_AFTER`] heartbeats (a stuck disk). A frozen process is silent by
 //! itself. `--delay-ms` delays entries, never reports.
+//!
+//! Every report carries the AMQP `user_id` of this connection's broker user; the broker
+//! refuses it otherwise, so the master can tell (with `--secondaries ID=USER`) that the report
+//! came from this secondary's user. Reports go through the exchange `<ns>.acks-in`, declared by
+//! the master, so the secondary's user needs write permission on that exchange only.
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel};
@@ -52,6 +57,8 @@ pub struct Reporter {
     pub role: watch::Receiver<bool>,
     /// `--heartbeat-ms`.
     pub heartbeat: Duration,
+    /// The broker user of this connection, stamped on every report as its `user_id`.
+    pub user: String,
 }
 
 /// Why the reporter is silent.
@@ -121,10 +128,11 @@ impl Reporter {
         let mut role_open = true;
         loop {
             let setup_topology = self.topology.clone();
+            let broker = self.broker.clone();
             let Some(channel) = self
                 .broker
                 .open_channel_with_retry("publish acks", &applier_done, |channel| {
-                    prepare(channel, setup_topology.clone())
+                    prepare(broker.clone(), channel, setup_topology.clone())
                 })
                 .await
             else {
@@ -137,7 +145,8 @@ impl Reporter {
                 silent = Some(now_silent);
                 if now_silent.is_none() {
                     let report = self.report();
-                    if let Err(error) = publish(&channel, &self.topology, &report).await {
+                    if let Err(error) = publish(&channel, &self.topology, &self.user, &report).await
+                    {
                         tracing::warn!(%error, "report publish failed; reconnecting");
                         break;
                     }
@@ -168,8 +177,13 @@ impl Reporter {
         // The applier has settled everything: confirm the final position on a fresh channel.
         let report = self.report();
         let final_ack = async {
-            let channel = prepare(self.broker.open_channel().await?, self.topology.clone()).await?;
-            publish(&channel, &self.topology, &report).await?;
+            let channel = prepare(
+                self.broker.clone(),
+                self.broker.open_channel().await?,
+                self.topology.clone(),
+            )
+            .await?;
+            publish(&channel, &self.topology, &self.user, &report).await?;
             amqp::close_channel(&channel, "secondary stopping").await;
             Ok::<_, AmqpError>(())
         };
@@ -186,26 +200,34 @@ impl Reporter {
     }
 }
 
-async fn prepare(channel: Channel, topology: Topology) -> Result<Channel, AmqpError> {
+async fn prepare(
+    broker: Broker,
+    channel: Channel,
+    topology: Topology,
+) -> Result<Channel, AmqpError> {
+    amqp::ensure_acks_route(&broker, &channel, &topology).await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
-    amqp::declare_acks_queue(&channel, &topology).await?;
     Ok(channel)
 }
 
 async fn publish(
     channel: &Channel,
     topology: &Topology,
+    user: &str,
     report: &AckMessage,
 ) -> Result<(), AmqpError> {
+    let properties = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_user_id(user.into());
     let confirm = channel
         .basic_publish(
+            topology.acks_exchange().into(),
             "".into(),
-            topology.acks_queue().into(),
             BasicPublishOptions::default(),
             &report.encode(),
-            BasicProperties::default().with_content_type("application/json".into()),
+            properties,
         )
         .await?;
     match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
@@ -240,6 +262,7 @@ mod tests {
             alive: watch::channel(alive).1,
             role: watch::channel(role).1,
             heartbeat: Duration::from_millis(100),
+            user: "guest".into(),
         }
     }
 

@@ -11,7 +11,9 @@ use std::time::Duration;
 #[command(
     name = "secondary",
     version,
-    about = "replog secondary: applies the master's entries in order, exactly once, and acks its position"
+    about = "replog secondary: applies the master's entries in order, exactly once, and acks its position",
+    // A flag given twice counts the last time, so wrappers (tests, scripts) may append.
+    args_override_self = true
 )]
 pub struct SecondaryConfig {
     /// This secondary's id; it must be one of the master's `--secondaries`.
@@ -34,6 +36,12 @@ pub struct SecondaryConfig {
         default_value = "http://127.0.0.1:8000"
     )]
     pub master_url: String,
+
+    /// The master's broker user. When set, an entry counts only if the broker vouches that
+    /// this user published it (its validated AMQP `user_id`); any other is rejected unread,
+    /// logged and counted. Unset: every entry on the queue is believed (a trusted broker).
+    #[arg(long, env = "REPLOG_MASTER_USER", value_parser = parse_broker_user)]
+    pub master_user: Option<String>,
 
     /// Artificial latency: each entry becomes visible this many ms after it arrives (still in
     /// order). Entries in flight are delayed side by side, so throughput is not capped.
@@ -69,6 +77,14 @@ pub struct SecondaryConfig {
         value_parser = clap::value_parser!(u64).range(1..=60_000)
     )]
     pub heartbeat_ms: u64,
+}
+
+fn parse_broker_user(raw: &str) -> Result<String, String> {
+    if raw.is_empty() || raw.len() > 255 {
+        Err("a broker user name is 1 to 255 characters".into())
+    } else {
+        Ok(raw.to_owned())
+    }
 }
 
 fn parse_fail_rate(raw: &str) -> Result<f64, String> {
@@ -115,6 +131,20 @@ mod tests {
         let config = SecondaryConfig::try_parse_from(["secondary", "--id", "s1"]).unwrap();
         assert_eq!(config.id.as_str(), "s1");
         assert_eq!(config.fail_rate, 0.0);
+        assert_eq!(config.master_user, None);
+        let config = SecondaryConfig::try_parse_from([
+            "secondary",
+            "--id",
+            "s1",
+            "--master-user",
+            "replog-master",
+        ])
+        .unwrap();
+        assert_eq!(config.master_user.as_deref(), Some("replog-master"));
+        assert!(
+            SecondaryConfig::try_parse_from(["secondary", "--id", "s1", "--master-user", ""])
+                .is_err()
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::consumer::{self, Connected, ConsumerSettings};
 use crate::http::{self, AppState};
 use replog_common::events;
 use replog_common::rules::apply::ApplyEngine;
-use replog_shell::amqp::Broker;
+use replog_shell::amqp::{self, Broker};
 use replog_shell::shutdown::supervised;
 use replog_shell::startup::{self, StartError};
 use replog_shell::store::{self, DataDir, LogStore, StoreError};
@@ -46,6 +46,9 @@ impl Application {
     ) -> Result<Application, StartError> {
         let url = config.broker.amqp_url.clone();
         let topology = config.broker.topology();
+        // Stamped on every report as its AMQP user_id, which the broker validates.
+        // Every URL of one broker cluster logs in as the same user: the first one names it.
+        let broker_user = amqp::url_user(url.urls()[0].expose())?;
         // Two connections: when the broker blocks publishing connections (a resource alarm),
         // the one that consumes and acks deliveries must keep flowing so queues can drain.
         let name = format!("replog secondary {} ({})", config.id, topology.namespace());
@@ -80,6 +83,8 @@ impl Application {
             queue_type = ?config.broker.queue_type,
             incarnation = %data_dir.incarnation(),
             heartbeat_ms = config.heartbeat_ms,
+            broker_user = %broker_user,
+            master_user = config.master_user.as_deref().unwrap_or("(any: trusted broker)"),
             "starting secondary"
         );
         let engine = ApplyEngine::new(applied_at_start);
@@ -119,6 +124,7 @@ impl Application {
             prefetch: config.prefetch,
             delay: config.delay(),
             connected: Connected::default(),
+            master_user: config.master_user.clone(),
         };
         let connected = settings.connected.clone();
         let subscribed = CancellationToken::new();
@@ -158,6 +164,7 @@ impl Application {
             alive: alive_rx,
             role: role_rx,
             heartbeat: config.heartbeat(),
+            user: broker_user,
         };
         tasks.spawn(supervised(
             "ack publisher",

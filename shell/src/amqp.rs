@@ -17,7 +17,10 @@
 
 use crate::topology::{QueueType, Topology};
 use deadpool::managed;
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::FieldTable;
 use lapin::{Channel, ConnectionProperties, ExchangeKind};
 use replog_common::ids::NodeId;
@@ -507,7 +510,8 @@ pub async fn declare_entries_exchange(
     Ok(())
 }
 
-/// Declares one secondary's durable queue and binds it to the entries exchange.
+/// Declares one secondary's durable queue and binds it to the entries exchange, declaring the
+/// exchange too.
 pub async fn declare_secondary_queue(
     channel: &Channel,
     topology: &Topology,
@@ -515,6 +519,16 @@ pub async fn declare_secondary_queue(
     queue_type: QueueType,
 ) -> Result<(), AmqpError> {
     declare_entries_exchange(channel, topology).await?;
+    bind_secondary_queue(channel, topology, id, queue_type).await
+}
+
+/// Declares one secondary's durable queue and binds it to the (existing) entries exchange.
+async fn bind_secondary_queue(
+    channel: &Channel,
+    topology: &Topology,
+    id: &NodeId,
+    queue_type: QueueType,
+) -> Result<(), AmqpError> {
     let queue = topology.secondary_queue(id);
     let options = QueueDeclareOptions {
         durable: true,
@@ -561,9 +575,92 @@ pub async fn claim_role(
     Ok(())
 }
 
-/// Declares the durable queue that carries secondaries' acks to the master, of the topology's
-/// acks queue type (quorum with `--queue-type quorum`, so it survives a broker node's loss).
-pub async fn declare_acks_queue(channel: &Channel, topology: &Topology) -> Result<(), AmqpError> {
+/// The broker user a URL logs in as: its user name, percent-decoded as lapin decodes it, or
+/// `guest` when it names none. Acks and entries carry it as their AMQP `user_id`, which the
+/// broker checks against the connection's user, so that their readers know who sent them.
+pub fn url_user(raw: &str) -> Result<String, AmqpError> {
+    let uri: lapin::uri::AMQPUri = raw.parse().map_err(AmqpError::BadUrl)?;
+    Ok(uri.authority.userinfo.username)
+}
+
+/// Whether `error` is the broker's channel-level `code` (e.g. `NOT_FOUND`, `ACCESS_REFUSED`).
+pub fn is_soft_error(error: &AmqpError, code: AMQPSoftError) -> bool {
+    match error {
+        AmqpError::Lapin(error) => matches!(
+            error.kind(),
+            lapin::ErrorKind::ProtocolError(amqp) if *amqp.kind() == AMQPErrorKind::Soft(code)
+        ),
+        _ => false,
+    }
+}
+
+/// Whether the exchange `name` exists, asked with a passive declare on a channel of its own: a
+/// passive declare needs no permission, and the broker closes the channel of one that fails.
+async fn exchange_exists(broker: &Broker, name: &str) -> Result<bool, AmqpError> {
+    let channel = broker.open_channel().await?;
+    let options = ExchangeDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let declared = channel
+        .exchange_declare(
+            name.into(),
+            ExchangeKind::Fanout,
+            options,
+            FieldTable::default(),
+        )
+        .await
+        .map_err(AmqpError::from);
+    match declared {
+        Ok(()) => {
+            close_channel(&channel, "exchange checked").await;
+            Ok(true)
+        }
+        Err(error) if is_soft_error(&error, AMQPSoftError::NOTFOUND) => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
+/// The secondary's declaration of its own queue: when the entries exchange exists (the master
+/// declared it), only the queue is declared and bound, which a least-privileged secondary user
+/// may do (configure and write on its queue, read on the exchange). Only when the exchange is
+/// missing does the secondary declare it too; a user without configure permission on it is
+/// refused (`ACCESS_REFUSED`) and the caller retries until the master has declared it.
+pub async fn declare_own_secondary_queue(
+    broker: &Broker,
+    channel: &Channel,
+    topology: &Topology,
+    id: &NodeId,
+    queue_type: QueueType,
+) -> Result<(), AmqpError> {
+    if exchange_exists(broker, &topology.entries_exchange()).await? {
+        bind_secondary_queue(channel, topology, id, queue_type).await
+    } else {
+        tracing::info!(
+            exchange = %topology.entries_exchange(),
+            "the entries exchange does not exist yet (no master has run in this namespace): declaring it"
+        );
+        declare_secondary_queue(channel, topology, id, queue_type).await
+    }
+}
+
+/// Declares the route of secondaries' reports: the fanout exchange `<ns>.acks-in`, the bounded
+/// queue `<ns>.acks` (see [`crate::topology::acks_queue_arguments`]) and the binding between
+/// them. An acks queue declared by an older replog without the bound makes the declare fail
+/// with `PRECONDITION_FAILED`; [`declare_acks_route_replacing`] handles that.
+pub async fn declare_acks_route(channel: &Channel, topology: &Topology) -> Result<(), AmqpError> {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .exchange_declare(
+            topology.acks_exchange().into(),
+            ExchangeKind::Fanout,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
     let options = QueueDeclareOptions {
         durable: true,
         ..Default::default()
@@ -572,10 +669,73 @@ pub async fn declare_acks_queue(channel: &Channel, topology: &Topology) -> Resul
         .queue_declare(
             topology.acks_queue().into(),
             options,
-            topology.acks_queue_type().arguments(),
+            crate::topology::acks_queue_arguments(topology.acks_queue_type()),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            topology.acks_queue().into(),
+            topology.acks_exchange().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
         )
         .await?;
     Ok(())
+}
+
+/// The master's [`declare_acks_route`]: the master owns the acks queue, so when it exists with
+/// other arguments (declared by an older replog, unbounded) it is deleted, on a channel of its
+/// own, and the error returned so that the caller's retry declares it afresh. Nothing of value
+/// is lost: reports restate whole positions and secondaries repeat them every heartbeat.
+pub async fn declare_acks_route_replacing(
+    broker: &Broker,
+    channel: &Channel,
+    topology: &Topology,
+) -> Result<(), AmqpError> {
+    let error = match declare_acks_route(channel, topology).await {
+        Ok(()) => return Ok(()),
+        Err(error) => error,
+    };
+    if is_soft_error(&error, AMQPSoftError::PRECONDITIONFAILED) {
+        let queue = topology.acks_queue();
+        tracing::warn!(
+            %queue, %error,
+            "the acks queue exists with other arguments (an older replog declared it without \
+             its length bound): deleting it and declaring it again; old reports are worth nothing"
+        );
+        let delete = async {
+            let channel = broker.open_channel().await?;
+            channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await?;
+            close_channel(&channel, "outdated acks queue deleted").await;
+            Ok::<_, AmqpError>(())
+        };
+        if let Err(error) = delete.await {
+            tracing::error!(%queue, %error, "cannot delete the outdated acks queue");
+        }
+    }
+    Err(error)
+}
+
+/// The secondary's side of the acks route: nothing to do when `<ns>.acks-in` exists (the
+/// master declared it), which a least-privileged secondary user needs (it may only write to
+/// that exchange). Only when it is missing does the secondary declare the route itself; a user
+/// without configure permission is refused and the caller retries until the master has run.
+pub async fn ensure_acks_route(
+    broker: &Broker,
+    channel: &Channel,
+    topology: &Topology,
+) -> Result<(), AmqpError> {
+    if exchange_exists(broker, &topology.acks_exchange()).await? {
+        return Ok(());
+    }
+    tracing::info!(
+        exchange = %topology.acks_exchange(),
+        "the acks exchange does not exist yet (no master has run in this namespace): declaring it"
+    );
+    declare_acks_route(channel, topology).await
 }
 
 #[cfg(test)]
@@ -677,6 +837,18 @@ mod tests {
             used.iter().filter(|&&n| n > 0).count() >= 2,
             "all connections start on one node: {used:?}"
         );
+    }
+
+    #[test]
+    fn the_user_of_a_url_is_decoded_and_defaults_to_guest() {
+        let user = |raw| url_user(raw).unwrap();
+        assert_eq!(
+            user("amqp://replog-s1:pw@localhost:5672/replog"),
+            "replog-s1"
+        );
+        assert_eq!(user("amqps://a%40b:pw@broker.example/%2f"), "a@b");
+        assert_eq!(user("amqp://localhost/%2f"), "guest");
+        assert!(url_user("not a url").is_err());
     }
 
     #[test]

@@ -89,10 +89,43 @@ impl Topology {
         format!("{}.secondary.{}", self.namespace, id)
     }
 
-    /// The durable queue secondaries publish their cumulative acks to.
+    /// The durable queue the master consumes secondaries' reports (acks and heartbeats) from.
     pub fn acks_queue(&self) -> String {
         format!("{}.acks", self.namespace)
     }
+
+    /// The fanout exchange secondaries publish their reports to, bound to [`Self::acks_queue`]
+    /// by the master. Reports go through an exchange of their own, not the default one, so that
+    /// a secondary's broker user needs write permission on this name only: write on
+    /// `amq.default` would let it publish into any queue, another secondary's entries included.
+    /// The name differs from the queue's because RabbitMQ's permission regexes match exchange
+    /// and queue names alike: `<ns>.acks-in` can be writable by secondaries while `<ns>.acks`
+    /// stays readable by the master alone.
+    pub fn acks_exchange(&self) -> String {
+        format!("{}.acks-in", self.namespace)
+    }
+}
+
+/// How many reports the acks queue keeps: beyond this the oldest are dropped. Each report
+/// restates a secondary's whole position and secondaries repeat it every heartbeat, so an old
+/// report is worth nothing once a newer one is queued; a master that was down for a day finds
+/// at most this many, not millions.
+pub const ACKS_MAX_LENGTH: i64 = 10_000;
+
+/// The declare arguments of the acks queue: a queue of `kind` (quorum on a broker cluster) of
+/// at most [`ACKS_MAX_LENGTH`]
+/// reports that drops its oldest (`drop-head`) when full. Unlike entries, reports may be lost.
+pub fn acks_queue_arguments(kind: QueueType) -> FieldTable {
+    let mut args = kind.arguments();
+    args.insert(
+        ShortString::from("x-max-length"),
+        AMQPValue::LongLongInt(ACKS_MAX_LENGTH),
+    );
+    args.insert(
+        ShortString::from("x-overflow"),
+        AMQPValue::LongString("drop-head".into()),
+    );
+    args
 }
 
 #[cfg(test)]
@@ -106,6 +139,7 @@ mod tests {
         assert_eq!(topology.entries_exchange(), "replog.entries");
         assert_eq!(topology.secondary_queue(&s1), "replog.secondary.s1");
         assert_eq!(topology.acks_queue(), "replog.acks");
+        assert_eq!(topology.acks_exchange(), "replog.acks-in");
     }
 
     #[test]
@@ -123,5 +157,19 @@ mod tests {
             let keys: Vec<String> = args.inner().keys().map(|k| k.to_string()).collect();
             assert_eq!(keys, vec!["x-queue-type".to_string()]);
         }
+    }
+
+    #[test]
+    fn the_acks_queue_is_bounded_and_drops_its_oldest() {
+        let args = acks_queue_arguments(QueueType::Classic);
+        let inner = args.inner();
+        assert_eq!(
+            inner.get("x-max-length"),
+            Some(&AMQPValue::LongLongInt(ACKS_MAX_LENGTH))
+        );
+        assert_eq!(
+            inner.get("x-overflow"),
+            Some(&AMQPValue::LongString("drop-head".into()))
+        );
     }
 }

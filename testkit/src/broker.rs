@@ -227,6 +227,28 @@ impl PrivateBroker {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.amqp_port)
     }
 
+    /// `amqp://USER:PASSWORD@127.0.0.1:PORT/VHOST`, the vhost percent-encoded (`/` is `%2f`):
+    /// for nodes that log in as users of their own (see [`PrivateBroker::rabbitmqctl`]).
+    pub fn amqp_url_as(&self, user: &str, password: &str, vhost: &str) -> String {
+        let vhost = vhost.replace('%', "%25").replace('/', "%2f");
+        format!(
+            "amqp://{user}:{password}@127.0.0.1:{}/{vhost}",
+            self.amqp_port
+        )
+    }
+
+    /// The command line and environment under which `rabbitmqctl` reaches this node, for a
+    /// script that runs it itself (`scripts/broker-users` reads the command from
+    /// `RABBITMQCTL`): `(command, environment)`.
+    pub fn rabbitmqctl_command(&self) -> (String, Vec<(String, String)>) {
+        let command = format!(
+            "{} -n {}",
+            self.scripts.join("rabbitmqctl").display(),
+            self.node
+        );
+        (command, self.environment())
+    }
+
     /// The AMQP port.
     pub fn port(&self) -> u16 {
         self.amqp_port
@@ -618,6 +640,83 @@ fn find_scripts() -> Option<PathBuf> {
         .collect();
     versioned.sort();
     versioned.pop()
+}
+
+/// Declares `queue` as a plain durable classic queue (no arguments) as whoever `amqp_url` logs
+/// in as: what an older replog left behind, for tests of upgrades.
+pub async fn declare_plain_queue(amqp_url: &str, queue: &str) -> Result<(), String> {
+    use lapin::options::QueueDeclareOptions;
+    let declare = async {
+        let connection =
+            lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await?;
+        let channel = connection.create_channel().await?;
+        let options = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        channel
+            .queue_declare(queue.into(), options, Default::default())
+            .await?;
+        let _ = connection.close(200, "declared".into()).await;
+        Ok::<_, lapin::Error>(())
+    };
+    match tokio::time::timeout(Duration::from_secs(15), declare).await {
+        Ok(outcome) => outcome.map_err(|error| error.to_string()),
+        Err(_) => Err("no answer within 15 s".to_owned()),
+    }
+}
+
+/// Publishes `payload` to `exchange` (`""`: the default exchange) with `routing_key`, as
+/// whoever `amqp_url` logs in as, with the AMQP `user_id` property when given, and waits for
+/// the broker's confirm: for tests of who may publish what. `Err` carries the broker's refusal
+/// (e.g. `ACCESS_REFUSED - access to exchange ... refused for user ...`, or
+/// `PRECONDITION_FAILED - user_id property set to ...`), or says the message was unroutable.
+pub async fn publish_as(
+    amqp_url: &str,
+    exchange: &str,
+    routing_key: &str,
+    payload: &[u8],
+    user_id: Option<&str>,
+) -> Result<(), String> {
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+    let publish = async {
+        let connection =
+            lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await?;
+        let outcome = async {
+            let channel = connection.create_channel().await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            let mut properties = lapin::BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into());
+            if let Some(user) = user_id {
+                properties = properties.with_user_id(user.into());
+            }
+            channel
+                .basic_publish(
+                    exchange.into(),
+                    routing_key.into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    payload,
+                    properties,
+                )
+                .await?
+                .await
+        }
+        .await;
+        let _ = connection.close(200, "published".into()).await;
+        outcome
+    };
+    match tokio::time::timeout(Duration::from_secs(15), publish).await {
+        Ok(Ok(lapin::Confirmation::Ack(None))) => Ok(()),
+        Ok(Ok(other)) => Err(format!("not taken (unroutable or nacked): {other:?}")),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err("no confirm within 15 s".to_owned()),
+    }
 }
 
 /// Sends the AMQP 0-9-1 protocol header and checks that a `Connection.Start` method frame comes

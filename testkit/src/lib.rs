@@ -38,7 +38,7 @@ pub mod test_cluster;
 pub mod wait;
 
 pub use binaries::{Binaries, BinaryError, Profile};
-pub use broker::{BrokerError, BrokerOptions, PrivateBroker};
+pub use broker::{declare_plain_queue, publish_as, BrokerError, BrokerOptions, PrivateBroker};
 pub use broker_cluster::{BrokerCluster, CLUSTER_SIZE};
 pub use client::{
     BrokerHealth, EntryStatus, MasterHealth, NodeClient, NotYetApplied, QuorumHealth, RawResponse,
@@ -49,7 +49,7 @@ pub use namespace::{publish_raw_entry, NamespaceGuard};
 pub use node::{Node, NodeError, NodeSpec};
 pub use ports::{free_port, PortError};
 pub use test_cluster::{
-    describe_log, TestCluster, TestClusterBuilder, FAST_HEARTBEAT_MS, FAST_SUSPECT_AFTER_MS,
-    FAST_UNHEALTHY_AFTER_MS,
+    amqp_url_from_env, describe_log, TestCluster, TestClusterBuilder, FAST_HEARTBEAT_MS,
+    FAST_SUSPECT_AFTER_MS, FAST_UNHEALTHY_AFTER_MS,
 };
 pub use wait::{wait_for, WaitTimeout};

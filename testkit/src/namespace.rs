@@ -53,7 +53,7 @@ impl Drop for NamespaceGuard {
             .map(|id| topology.secondary_queue(&id))
             .collect();
         queues.push(topology.acks_queue());
-        let exchanges = vec![topology.entries_exchange()];
+        let exchanges = vec![topology.entries_exchange(), topology.acks_exchange()];
         let amqp_url = self.amqp_url.clone();
         // `Drop` cannot await, and may run inside a runtime: a thread with a runtime of its own.
         let work = move || -> Result<(), String> {

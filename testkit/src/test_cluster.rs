@@ -70,12 +70,23 @@ pub fn amqp_url_from_env() -> String {
 pub struct TestClusterBuilder {
     /// Everything but the directory and namespace, which are chosen at start.
     spec: ClusterSpec,
+    /// A namespace chosen by the test (e.g. to create broker users for it first); a fresh
+    /// one otherwise.
+    namespace: Option<String>,
 }
 
 impl TestClusterBuilder {
     /// Points every node at this broker instead of the shared one.
     pub fn amqp_url(mut self, url: &str) -> Self {
         self.spec.amqp_url = url.to_owned();
+        self
+    }
+
+    /// Runs the cluster in `namespace` (which must be unique to the test) instead of a fresh
+    /// one, e.g. [`crate::unique_namespace`]'s, chosen before the broker users the
+    /// nodes log in as are created for it.
+    pub fn namespace(mut self, namespace: &str) -> Self {
+        self.namespace = Some(namespace.to_owned());
         self
     }
 
@@ -162,7 +173,10 @@ impl TestClusterBuilder {
     /// Starts the master alone; secondaries come later with [`TestCluster::start_secondary`].
     pub async fn start_master_only(mut self) -> TestCluster {
         let binaries = Binaries::get(Profile::of_this_build()).unwrap_or_else(|e| panic!("{e}"));
-        self.spec.namespace = unique_namespace("test");
+        self.spec.namespace = self
+            .namespace
+            .take()
+            .unwrap_or_else(|| unique_namespace("test"));
         self.spec.dir = std::env::temp_dir()
             .join("replog-tests")
             .join(&self.spec.namespace);
@@ -212,7 +226,10 @@ impl TestCluster {
     pub fn builder() -> TestClusterBuilder {
         let mut spec = ClusterSpec::new(PathBuf::new(), amqp_url_from_env());
         spec.startup_timeout = STARTUP_TIMEOUT;
-        TestClusterBuilder { spec }
+        TestClusterBuilder {
+            spec,
+            namespace: None,
+        }
     }
 
     /// Master plus `s1` and `s2`, all with default flags.

@@ -24,6 +24,8 @@
 //! - [`broker_cluster`]: on a private three-node RabbitMQ cluster with quorum queues, the broker
 //!   node the master uses is killed, stopped or frozen mid-stream; nothing acknowledged is lost.
 //!   And an entry requeued many times is still delivered.
+//! - [`broker_security`]: least-privileged broker users; forged reports and entries are
+//!   ignored, and the broker refuses what a user may not publish.
 //! - [`paging`]: `GET /messages?from=&limit=`.
 //! - [`startup`]: the one stdout line every node prints once bound, and health reports.
 //! - [`membership`]: heartbeats and node states on the master's `/health`, quorum read-only
@@ -39,6 +41,7 @@
 
 mod broker;
 mod broker_cluster;
+mod broker_security;
 mod catch_up;
 mod concurrency;
 mod dedup;
