@@ -81,6 +81,8 @@ pub struct Publisher {
     confirmed: watch::Sender<Order>,
     /// What is published and confirmed, and what each confirm (or its absence) means.
     window: ConfirmWindow,
+    /// The highest order this process published: a publish at or below it is a republish.
+    published_through: Order,
 }
 
 impl Publisher {
@@ -93,13 +95,14 @@ impl Publisher {
         stored: watch::Receiver<Order>,
         confirmed: watch::Sender<Order>,
     ) -> Publisher {
-        let window =
-            ConfirmWindow::new(*confirmed.borrow(), MAX_IN_FLIGHT, settings.confirm_timeout);
+        let start = *confirmed.borrow();
+        let window = ConfirmWindow::new(start, MAX_IN_FLIGHT, settings.confirm_timeout);
         Publisher {
             broker,
             settings,
             store,
             stored,
+            published_through: start,
             confirmed,
             window,
         }
@@ -192,6 +195,10 @@ impl Publisher {
                     }
                 };
                 for entry in &entries {
+                    if entry.order <= self.published_through {
+                        metrics::counter!(crate::metrics::REPUBLISHED_TOTAL).increment(1);
+                    }
+                    self.published_through = self.published_through.max(entry.order);
                     match self.publish(channel, entry).await {
                         Ok(confirm) => {
                             confirms.push_back(confirm);
@@ -300,8 +307,13 @@ impl Publisher {
             )
             .await?;
         tracing::trace!(order = %entry.order, "entry published");
-        let order = entry.order;
-        Ok(Box::pin(async move { (order, confirm.await) }))
+        let (order, published) = (entry.order, Instant::now());
+        Ok(Box::pin(async move {
+            let outcome = confirm.await;
+            metrics::histogram!(crate::metrics::PUBLISH_CONFIRM_SECONDS)
+                .record(published.elapsed());
+            (order, outcome)
+        }))
     }
 }
 

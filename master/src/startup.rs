@@ -49,6 +49,7 @@ impl Application {
         let default_w = config
             .validate()
             .map_err(|e| StartError::Config(e.to_string()))?;
+        let metrics = crate::metrics::install();
         let url = AmqpUrl::parse(&config.broker.amqp_url)?;
         let topology = config.broker.topology();
         let broker = Broker::new(url, format!("replog master ({})", topology.namespace()))?;
@@ -184,6 +185,7 @@ impl Application {
             max_body_bytes: config.max_body_bytes,
             fence,
             broker_connected,
+            metrics,
         };
         let listener = startup::bind(config.listen).await?;
         Ok(Application {

@@ -44,6 +44,7 @@ impl Application {
         config: SecondaryConfig,
         stop: CancellationToken,
     ) -> Result<Application, StartError> {
+        let metrics = crate::metrics::install();
         let url = AmqpUrl::parse(&config.broker.amqp_url)?;
         let topology = config.broker.topology();
         // Two connections: when the broker blocks publishing connections (a resource alarm),
@@ -175,6 +176,7 @@ impl Application {
             master: master_view,
             diverged,
             prefetch: config.prefetch,
+            metrics,
         };
         let listener = startup::bind(config.listen).await?;
         Ok(Application {

@@ -161,6 +161,7 @@ impl Broker {
                 Runtime::Tokio1,
             )
             .map_err(|e| AmqpError::Pool(e.to_string()))?;
+        crate::metrics::broker_created();
         Ok(Broker { pool, url })
     }
 
@@ -177,6 +178,9 @@ impl Broker {
             .get()
             .await
             .map_err(|e| AmqpError::Connect(e.to_string()))?;
+        if deadpool_lapin::Connection::metrics(&connection).recycle_count == 0 {
+            crate::metrics::broker_connection_opened(); // fresh until recycled once
+        }
         Ok(connection.create_channel().await?)
     }
 

@@ -15,9 +15,8 @@ use replog_shell::http::{error_response, HttpError, NodeApi, PageError};
 /// How the master names itself and its routes in the errors it shares with the secondary.
 pub static MASTER_API: NodeApi = NodeApi {
     role: "master",
-    not_found: "no such endpoint; try POST /messages, GET /messages or GET /health",
-    method_not_allowed:
-        "method not allowed; the API is POST /messages, GET /messages and GET /health",
+    not_found: "no such endpoint; try POST /messages, GET /messages, GET /messages/{message_id}, GET /health, GET /ready or GET /metrics",
+    method_not_allowed: "method not allowed; the API is POST /messages, GET /messages, GET /messages/{message_id}, GET /health, GET /ready and GET /metrics",
 };
 
 /// Every way a request to the master can fail.
@@ -175,14 +174,14 @@ mod tests {
             answer(HttpError::NotFound(&MASTER_API)).await,
             (
                 StatusCode::NOT_FOUND,
-                json!({"error": "no such endpoint; try POST /messages, GET /messages or GET /health"})
+                json!({"error": "no such endpoint; try POST /messages, GET /messages, GET /messages/{message_id}, GET /health, GET /ready or GET /metrics"})
             )
         );
         assert_eq!(
             answer(HttpError::MethodNotAllowed(&MASTER_API)).await,
             (
                 StatusCode::METHOD_NOT_ALLOWED,
-                json!({"error": "method not allowed; the API is POST /messages, GET /messages and GET /health"})
+                json!({"error": "method not allowed; the API is POST /messages, GET /messages, GET /messages/{message_id}, GET /health, GET /ready and GET /metrics"})
             )
         );
         assert_eq!(

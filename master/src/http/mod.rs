@@ -1,5 +1,6 @@
 //! The master's HTTP API: `POST /messages`, `GET /messages`, `GET /health` (liveness, with
-//! the cluster as the master sees it) and `GET /ready` (readiness: writable and connected).
+//! the cluster as the master sees it), `GET /ready` (readiness: writable and connected),
+//! `GET /messages/{message_id}` (an entry's status) and `GET /metrics` (Prometheus).
 
 mod entry_status;
 mod error;
@@ -15,6 +16,7 @@ use crate::writer::LogWriter;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::Router;
+use replog_shell::metrics::PrometheusHandle;
 use replog_shell::store::LogStore;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -36,6 +38,8 @@ pub struct AppState {
     pub fence: Arc<Fence>,
     /// Whether the ack consumer's channel is up (set by the ack consumer).
     pub broker_connected: Arc<AtomicBool>,
+    /// Renders `GET /metrics`.
+    pub metrics: PrometheusHandle,
 }
 
 impl AppState {
@@ -65,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/messages/{message_id}", get(entry_status::entry_status))
         .route("/health", get(handlers::health))
         .route("/ready", get(handlers::ready))
+        .route("/metrics", get(handlers::metrics))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
