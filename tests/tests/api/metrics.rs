@@ -7,10 +7,11 @@ use crate::helpers::{
     assert_created, assert_duplicate, post, wait_for, wait_until_all_healthy, write, write_with_id,
     DEADLINE,
 };
-use replog_testkit::{NodeClient, TestCluster};
+use replog_testkit::{BrokerOptions, NodeClient, PrivateBroker, TestCluster, WriteOutcome};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// One scrape, parsed: the samples by series (`name{labels}` exactly as rendered, labels
 /// sorted) and the names that have a `# HELP` line.
@@ -416,4 +417,53 @@ fn the_dashboard_is_well_formed_and_uses_the_provisioned_datasource() {
         titles.iter().any(|t| t.contains(" by w")),
         "the write-concern wait is shown by w: {titles:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broker_reconnects_are_counted_on_every_node() {
+    let mut broker = PrivateBroker::start_new(BrokerOptions::default())
+        .await
+        .unwrap_or_else(|error| panic!("cannot start a private RabbitMQ node: {error}"));
+    let cluster = TestCluster::builder()
+        .amqp_url(&broker.amqp_url())
+        .fast_heartbeats()
+        .start()
+        .await;
+    let master = cluster.master();
+    assert_created(&post(&master, &write("before", 3)).await, "before", 3);
+    let nodes = [
+        master.clone(),
+        cluster.secondary("s1"),
+        cluster.secondary("s2"),
+    ];
+    for node in &nodes {
+        assert_eq!(
+            scrape(node).await.get("replog_broker_reconnects_total"),
+            0.0,
+            "{}: the first connections are no reconnects",
+            node.url()
+        );
+    }
+
+    broker.kill().await.expect("the broker dies");
+    broker.start().await.expect("the broker starts again");
+    for node in &nodes {
+        scrape_until(node, "a broker reconnect is counted", |s| {
+            s.value("replog_broker_reconnects_total")
+                .is_some_and(|reconnects| reconnects >= 1.0)
+        })
+        .await;
+    }
+    // And the cluster works again: a w=3 write is answered.
+    wait_for(
+        Duration::from_secs(90),
+        "a w=3 write after the restart",
+        || async {
+            match master.post_message(&write("after", 3)).await {
+                Ok(WriteOutcome::Created(ack)) => Ok(ack),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
 }
