@@ -194,6 +194,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn every_read_only_refusal_is_recognisable_by_its_prefix() {
+        // Clients (the chaos checker) tell a refusal from a stopping master's 503 by it.
+        let no_quorum = ReadOnlyReason::NoQuorum(replog_common::rules::membership::Quorum {
+            nodes: 3,
+            needed: 2,
+            healthy: 1,
+        });
+        let fenced = ReadOnlyReason::Fenced(crate::fence::Fenced {
+            log_end: Order(50),
+            evidence_end: Order(100),
+            evidence: crate::fence::Evidence::ConfirmedMark,
+        });
+        for reason in [no_quorum, fenced] {
+            let (status, body) = answer(ApiError::ReadOnly(reason)).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            let error = body["error"].as_str().unwrap();
+            assert!(ReadOnly::is_refusal(error), "{error}");
+        }
+        let (_, stopping) = answer(ApiError::ShuttingDown { entry: None }).await;
+        assert!(!ReadOnly::is_refusal(stopping["error"].as_str().unwrap()));
+    }
+
+    #[tokio::test]
     async fn a_write_that_waited_in_vain_says_where_its_entry_is() {
         let id = MessageId::parse("m-1").unwrap();
         let (status, body) = answer(ApiError::WriteConcernTimeout {
