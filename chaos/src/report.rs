@@ -224,7 +224,7 @@ impl fmt::Display for Report {
         )?;
         row(
             f,
-            "failed (refused connection / 4xx / read-only)",
+            "failed (refused / 4xx / read-only)",
             w.failed.to_string(),
         )?;
         row(

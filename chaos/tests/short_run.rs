@@ -40,7 +40,10 @@ async fn a_short_chaos_run_finds_no_violation() {
         "{report}"
     );
     assert!(
-        evidence.current_holder_acks_by_w.get(&3).is_some_and(|n| *n > 0),
+        evidence
+            .current_holder_acks_by_w
+            .get(&3)
+            .is_some_and(|n| *n > 0),
         "{report}"
     );
 }
