@@ -11,7 +11,8 @@
 //!   answer named, with the content the client sent; every write the master said it appended
 //!   (`504`, or `503` with an order) is there too, at that order;
 //! - nothing is there that no client sent: every entry's message_id and content are a recorded
-//!   write's; a write that was never sent (connection refused) or was refused (`4xx`) is absent;
+//!   write's; a write that was never sent (connection refused) or was refused (`4xx`, or a `503`
+//!   read-only refusal: no quorum, or a fenced log) is absent;
 //! - a write whose answer was lost or timed out is there at most once (ids are unique and every
 //!   attempt reuses the write's id, so "twice" would show as a repeated id);
 //! - every success answer has `w` as asked and `w <= acks <= 3`.
@@ -23,7 +24,12 @@
 //! it), and at least as many as the `acks` the master reported. Also: no node ever recovered
 //! fewer entries at a restart than it had logged as stored before, and no secondary was ever
 //! offered an entry that conflicts with one it holds (a `diverged` event: the master's history
-//! and the node's forked, whatever came of it afterwards).
+//! and the node's forked, whatever came of it afterwards). And for every acknowledgement the
+//! master logged (answers that were lost included), at least `w` nodes held the entry in their
+//! *current* data at that moment: a store counts from its line until a later start of that node
+//! recovered less (a wiped or cut data directory), so an acknowledgement that counted a copy a
+//! node no longer had is caught. A node's loss can only show at its next start; while a node is
+//! down its last store counts, as the master keeps counting a silent secondary's last report.
 //!
 //! Shown from `/health` samples (sound because a node's stored prefix may only grow): no node's
 //! position ever went backwards, and whenever the master reported a secondary's acknowledged
@@ -36,7 +42,7 @@
 //! acknowledgement time), and anything about timing that the wall clock cannot order (events
 //! within the same microsecond).
 
-use crate::evidence::{Acknowledged, NodeLog};
+use crate::evidence::{Acknowledged, Hold, NodeLog};
 use crate::history::{clock, Attempt, AttemptResult, Op, OpStatus};
 use crate::sampler::Sample;
 use replog_common::wire::EntryMessage;
@@ -85,6 +91,11 @@ pub enum Check {
     SecondaryDiverged,
     /// A secondary's `/health` said `diverged`.
     ReportedDiverged,
+    /// A write refused with a read-only `503` (and never sent or refused otherwise) is in the
+    /// log.
+    ReadOnlyWriteApplied,
+    /// The master acknowledged a write while fewer than `w` nodes held it in their current data.
+    TooFewCurrentHolders,
 }
 
 impl Check {
@@ -110,6 +121,8 @@ impl Check {
             Check::AckedBeyondHeld => "master counted a position the secondary did not hold",
             Check::SecondaryDiverged => "secondary offered an entry conflicting with its log",
             Check::ReportedDiverged => "secondary reported diverged",
+            Check::ReadOnlyWriteApplied => "write refused as read-only present",
+            Check::TooFewCurrentHolders => "acknowledged with fewer than w current holders",
         }
     }
 }
@@ -152,6 +165,14 @@ pub struct EvidenceSummary {
     /// acknowledgement, in µs: how close the system came to a violation. (For `w = 1` the
     /// `w`-th node is the master itself, so the gap is only its own bookkeeping.)
     pub min_margin_us: BTreeMap<u64, u64>,
+    /// The master's `acknowledged` events checked for `w` current holders.
+    pub current_holder_acks_checked: usize,
+    /// Those per `w`.
+    pub current_holder_acks_by_w: BTreeMap<u64, usize>,
+    /// Of those, how many had a node that once stored the entry but no longer held it.
+    pub acks_with_a_lost_copy: usize,
+    /// Spans of holding an entry that a node's restart ended (its data lost or cut).
+    pub holds_ended_by_restarts: usize,
     /// Node restarts whose recovered log was compared with what they had stored.
     pub restarts_checked: usize,
     /// `/health` samples taken.
@@ -185,6 +206,7 @@ pub fn check(obs: Observations<'_>) -> Checked {
     check_writes_against_log(obs, healed, &mut out.violations);
     if obs.node_logs.len() == obs.names.len() {
         check_write_concern(obs, &mut out);
+        check_current_holders(obs, &mut out);
         check_restarts(obs, &mut out);
     }
     count_evidence(obs, &mut out.evidence);
@@ -283,6 +305,14 @@ fn check_entries_were_sent(obs: Observations<'_>, out: &mut Vec<Violation>) {
                     format!(
                         "{name}: entry {} ({}) holds {:?}, but the client sent {:?}",
                         entry.order, entry.message_id, entry.content, op.content
+                    ),
+                ),
+                Some(op) if op.status() == OpStatus::Failed && op.was_refused_read_only() => flag(
+                    out,
+                    Check::ReadOnlyWriteApplied,
+                    format!(
+                        "{name}: entry {} ({}) is a write refused as read-only and never accepted: {}",
+                        entry.order, entry.message_id, describe_attempts(op)
                     ),
                 ),
                 Some(op) if op.status() == OpStatus::Failed => flag(
@@ -518,6 +548,70 @@ fn check_acknowledgement(
     let margin = at - kth;
     let closest = out.evidence.min_margin_us.entry(op.w).or_insert(margin);
     *closest = (*closest).min(margin);
+}
+
+/// Every acknowledgement the master logged against the nodes' current data: at that moment at
+/// least `w` nodes (the master included, so at least `w - 1` secondaries) held the entry, a
+/// copy lost at a restart no longer counting.
+fn check_current_holders(obs: Observations<'_>, out: &mut Checked) {
+    let acknowledged = &obs.node_logs[0].acknowledged;
+    let len = obs
+        .final_logs
+        .iter()
+        .map(|log| log.len() as u64)
+        .chain(acknowledged.iter().map(|line| line.order))
+        .max()
+        .unwrap_or(0);
+    let holds: Vec<Vec<Vec<Hold>>> = obs
+        .node_logs
+        .iter()
+        .map(|log| log.current_holds(len))
+        .collect();
+    out.evidence.holds_ended_by_restarts += holds
+        .iter()
+        .flatten()
+        .flatten()
+        .filter(|hold| hold.until_us.is_some())
+        .count();
+    for line in acknowledged {
+        out.evidence.current_holder_acks_checked += 1;
+        *out.evidence
+            .current_holder_acks_by_w
+            .entry(line.w)
+            .or_default() += 1;
+        let (mut holders, mut lost) = (Vec::new(), Vec::new());
+        for (name, node) in obs.names.iter().zip(&holds) {
+            let spans = node
+                .get(line.order as usize)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            if spans.iter().any(|hold| hold.covers(line.at_us)) {
+                holders.push(name.as_str());
+            } else if spans.iter().any(|hold| hold.from_us <= line.at_us) {
+                lost.push(name.as_str());
+            }
+        }
+        out.evidence.acks_with_a_lost_copy += usize::from(!lost.is_empty());
+        if (holders.len() as u64) < line.w {
+            flag(
+                &mut out.violations,
+                Check::TooFewCurrentHolders,
+                format!(
+                    "the master acknowledged {} (order {}, w={}, acks={}) at {}, when only {holders:?} held it in their current data{}",
+                    line.message_id,
+                    line.order,
+                    line.w,
+                    line.acks,
+                    clock(line.at_us),
+                    if lost.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({lost:?} had stored it and lost it at a restart)")
+                    }
+                ),
+            );
+        }
+    }
 }
 
 /// No node recovered fewer entries at a start than it had logged as stored before it.
@@ -841,13 +935,111 @@ mod tests {
         ];
         assert_eq!(
             checks(&ops, &logs, &too_late, &[]),
-            vec![Check::WriteConcernNotMet]
+            vec![Check::WriteConcernNotMet, Check::TooFewCurrentHolders]
         );
         // acks=3 claimed while two nodes held it.
         let ops = vec![op("a", 2, vec![acked("a", 1, 2, 3)])];
         assert_eq!(
             checks(&ops, &logs, &in_time, &[]),
             vec![Check::AcksOverstated]
+        );
+    }
+
+    #[test]
+    fn a_copy_lost_before_the_acknowledgement_does_not_count() {
+        // Issue 7's first scenario: s2 stored order 1, then started again on a wiped data
+        // directory, and the master still acknowledged a retry with w=3 and acks=3.
+        let ops = vec![op(
+            "a",
+            3,
+            vec![unknown(), acked("a", 1, 3, 3), acked("a", 1, 3, 3)],
+        )];
+        let log = vec![entry(1, "a")];
+        let logs = [log.clone(), log.clone(), log];
+        let master = node_log(
+            "master",
+            &[(100, 1)],
+            &[(1_300, "a", 3, 3), (2_300, "a", 3, 3)],
+        );
+        let s1 = node_log("s1", &[(200, 1)], &[]);
+        let mut wiped = node_log("s2", &[(300, 1)], &[]);
+        wiped.starts.push(Started {
+            at_us: 1_100,
+            recovered: 0,
+        });
+        let nodes = [master.clone(), s1.clone(), wiped.clone()];
+        let names = names();
+        let checked = check(Observations {
+            ops: &ops,
+            names: &names,
+            final_logs: &logs,
+            node_logs: &nodes,
+            samples: &[],
+        });
+        // The older check, by earliest stores, cannot see it; this one does, for both acks
+        // (and the restart check sees the wipe itself).
+        let found: Vec<Check> = checked.violations.iter().map(|v| v.check).collect();
+        assert_eq!(
+            found,
+            vec![
+                Check::TooFewCurrentHolders,
+                Check::TooFewCurrentHolders,
+                Check::StoredEntriesLost
+            ],
+            "{checked:?}"
+        );
+        assert!(
+            checked.violations[0]
+                .detail
+                .contains(r#"only ["master", "s1"] held it"#),
+            "{checked:?}"
+        );
+        assert_eq!(checked.evidence.current_holder_acks_checked, 2);
+        assert_eq!(checked.evidence.acks_with_a_lost_copy, 2);
+        assert_eq!(checked.evidence.holds_ended_by_restarts, 1);
+        // Once s2 has stored it again (its catch-up), the later acknowledgement is sound.
+        let mut rebuilt = wiped;
+        rebuilt.stored.push(Stored {
+            at_us: 2_000,
+            first: 1,
+            last: 1,
+        });
+        let checked = check(Observations {
+            ops: &ops,
+            names: &names,
+            final_logs: &logs,
+            node_logs: &[master, s1, rebuilt],
+            samples: &[],
+        });
+        let late: Vec<&str> = checked
+            .violations
+            .iter()
+            .filter(|v| v.check == Check::TooFewCurrentHolders)
+            .map(|v| v.detail.as_str())
+            .collect();
+        assert_eq!(late.len(), 1, "{late:?}");
+        assert!(late[0].contains("at 00:00:00.001300Z"), "{late:?}");
+    }
+
+    #[test]
+    fn a_write_refused_as_read_only_must_be_absent() {
+        let read_only = || AttemptResult::ReadOnly {
+            error: "read-only: no quorum (1 of 3 nodes healthy, 2 needed)".into(),
+        };
+        let ops = vec![
+            op("a", 1, vec![acked("a", 1, 1, 1)]),
+            op("r", 1, vec![read_only(), read_only()]),
+            op("later", 1, vec![read_only(), acked("later", 2, 1, 1)]),
+        ];
+        let log = vec![entry(1, "a"), entry(2, "later")];
+        assert_eq!(
+            checks(&ops, &[log.clone(), log.clone(), log], &[], &[]),
+            vec![]
+        );
+        let log = vec![entry(1, "a"), entry(2, "later"), entry(3, "r")];
+        assert_eq!(
+            checks(&ops, &[log.clone(), log.clone(), log], &[], &[]),
+            vec![Check::ReadOnlyWriteApplied]
         );
     }
 

@@ -107,6 +107,24 @@ pub struct Diverged {
     pub offered: String,
 }
 
+/// A span of time during which a node held an order in its current data: from the first store
+/// (or start) that covered it until a start that recovered less (its data directory was wiped
+/// or cut while it was down), if one did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold {
+    /// From when (µs since the epoch).
+    pub from_us: u64,
+    /// Until when, exclusive: the start that showed the loss; `None` while still held.
+    pub until_us: Option<u64>,
+}
+
+impl Hold {
+    /// Whether this span covers `at`.
+    pub fn covers(&self, at: u64) -> bool {
+        self.from_us <= at && self.until_us.is_none_or(|until| at < until)
+    }
+}
+
 /// Everything read from one node's log.
 #[derive(Debug, Clone, Default)]
 pub struct NodeLog {
@@ -218,6 +236,51 @@ impl NodeLog {
             }
         }
         earliest
+    }
+
+    /// For each order up to `len`, the spans during which this node held it in its *current*
+    /// data. A node's data can only be seen to vanish at its next start (a wiped directory is
+    /// only noticed by the node that opens it): until then a node that went down keeps what it
+    /// stored, as the master keeps counting its last report until it speaks again.
+    pub fn current_holds(&self, len: u64) -> Vec<Vec<Hold>> {
+        let len = len as usize;
+        let mut spans: Vec<Vec<Hold>> = vec![Vec::new(); len + 1];
+        // Starts before stores of the same microsecond: a start is logged before anything the
+        // node stores after it.
+        let mut steps: Vec<(u64, bool, u64, u64)> = self
+            .starts
+            .iter()
+            .map(|start| (start.at_us, false, 1, start.recovered))
+            .chain(
+                self.stored
+                    .iter()
+                    .map(|stored| (stored.at_us, true, stored.first, stored.last)),
+            )
+            .collect();
+        steps.sort_by_key(|&(at, is_store, ..)| (at, is_store));
+        for (at, is_store, first, last) in steps {
+            if !is_store {
+                // What the start did not recover is gone from the node's data.
+                for order in spans.iter_mut().skip(last as usize + 1) {
+                    if let Some(open) = order.last_mut().filter(|hold| hold.until_us.is_none()) {
+                        open.until_us = Some(at);
+                    }
+                }
+            }
+            for order in spans
+                .iter_mut()
+                .take(last.min(len as u64) as usize + 1)
+                .skip(first.max(1) as usize)
+            {
+                if order.last().is_none_or(|hold| hold.until_us.is_some()) {
+                    order.push(Hold {
+                        from_us: at,
+                        until_us: None,
+                    });
+                }
+            }
+        }
+        spans
     }
 
     /// Starts that recovered less than the node had logged as stored before them: stored
@@ -531,6 +594,55 @@ mod tests {
         let lost = secondary.lost_across_restarts();
         assert_eq!(lost.len(), 1);
         assert_eq!(lost[0].1, 3);
+    }
+
+    #[test]
+    fn a_start_that_recovered_less_ends_the_holds_it_lost() {
+        let log = NodeLog {
+            name: "s2".into(),
+            starts: vec![
+                Started {
+                    at_us: 0,
+                    recovered: 0,
+                },
+                Started {
+                    at_us: 500,
+                    recovered: 1,
+                },
+            ],
+            stored: vec![
+                Stored {
+                    at_us: 100,
+                    first: 1,
+                    last: 2,
+                },
+                Stored {
+                    at_us: 700,
+                    first: 2,
+                    last: 3,
+                },
+            ],
+            ..NodeLog::default()
+        };
+        let holds = log.current_holds(3);
+        let open = |from_us| Hold {
+            from_us,
+            until_us: None,
+        };
+        assert_eq!(holds[1], vec![open(100)]);
+        assert_eq!(
+            holds[2],
+            vec![
+                Hold {
+                    from_us: 100,
+                    until_us: Some(500)
+                },
+                open(700)
+            ]
+        );
+        assert_eq!(holds[3], vec![open(700)]);
+        assert!(holds[2][0].covers(499) && !holds[2][0].covers(500));
+        assert!(!holds[2].iter().any(|hold| hold.covers(600)));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! `message_id`), with every HTTP attempt at it, timestamped on the wall clock so that it can be
 //! compared with the nodes' own log timestamps.
 
+use replog_common::wire::http::ReadOnly;
 use replog_testkit::{RequestError, WriteAck, WriteOutcome};
 use serde::Serialize;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -75,6 +76,12 @@ pub enum AttemptResult {
         /// Where the master says the entry is, if it was appended.
         order: Option<u64>,
     },
+    /// `503` read-only (no quorum, or a fenced log): refused, nothing appended. A retry of a
+    /// write the log already holds is answered as usual, never with this.
+    ReadOnly {
+        /// The master's reason.
+        error: String,
+    },
     /// Another 5xx: the master failed inside; the write may or may not be in the log.
     ServerError {
         /// The status.
@@ -113,6 +120,11 @@ impl AttemptResult {
                 order: timed_out.order,
                 acks: timed_out.acks,
             },
+            Ok(WriteOutcome::Unavailable { order: None, error })
+                if ReadOnly::is_refusal(&error) =>
+            {
+                AttemptResult::ReadOnly { error }
+            }
             Ok(WriteOutcome::Unavailable { order, .. }) => AttemptResult::Unavailable { order },
             Ok(WriteOutcome::Status { status, body }) if (400..500).contains(&status) => {
                 AttemptResult::Rejected { status, body }
@@ -156,7 +168,8 @@ pub enum OpStatus {
     Appended,
     /// Nobody knows: it may be in the log, at most once.
     Indeterminate,
-    /// Every attempt was refused or never sent: it must not be in the log.
+    /// Every attempt was refused (`4xx`, or `503` read-only) or never sent: it must not be in
+    /// the log.
     Failed,
 }
 
@@ -197,6 +210,13 @@ impl Op {
         self.attempts
             .iter()
             .any(|a| matches!(a.result, AttemptResult::Unknown { .. }))
+    }
+
+    /// Whether any attempt was refused with a read-only `503`.
+    pub fn was_refused_read_only(&self) -> bool {
+        self.attempts
+            .iter()
+            .any(|a| matches!(a.result, AttemptResult::ReadOnly { .. }))
     }
 
     /// Whether any attempt was a 504.
@@ -275,6 +295,50 @@ pub(crate) mod tests {
         assert_eq!(
             op("a", 1, vec![AttemptResult::Unavailable { order: None }]).status(),
             OpStatus::Indeterminate
+        );
+        let read_only = || AttemptResult::ReadOnly {
+            error: "read-only: no quorum (1 of 3 nodes healthy, 2 needed)".into(),
+        };
+        assert_eq!(
+            op("a", 1, vec![read_only(), not_sent(), read_only()]).status(),
+            OpStatus::Failed
+        );
+        assert_eq!(
+            op("a", 1, vec![read_only(), acked("a", 1, 1, 1)]).status(),
+            OpStatus::Acknowledged
+        );
+        assert_eq!(
+            op("a", 1, vec![unknown(), read_only()]).status(),
+            OpStatus::Indeterminate
+        );
+    }
+
+    #[test]
+    fn a_read_only_503_is_a_refusal_and_a_stopping_one_is_not() {
+        let answer = |error: &str, order: Option<u64>| {
+            AttemptResult::from_response(Ok(WriteOutcome::Unavailable {
+                order,
+                error: error.into(),
+            }))
+        };
+        let refused = answer(
+            "read-only: no quorum (1 of 3 nodes healthy, 2 needed)",
+            None,
+        );
+        assert!(
+            matches!(refused, AttemptResult::ReadOnly { .. }),
+            "{refused:?}"
+        );
+        assert!(refused.is_retryable());
+        let fenced = answer("read-only: the log ends at 50 but ...", None);
+        assert!(
+            matches!(fenced, AttemptResult::ReadOnly { .. }),
+            "{fenced:?}"
+        );
+        let stopping = answer("the master is shutting down; retry ...", None);
+        assert!(
+            matches!(stopping, AttemptResult::Unavailable { order: None }),
+            "{stopping:?}"
         );
     }
 }

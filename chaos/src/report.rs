@@ -18,12 +18,14 @@ const PROVEN: &[&str] = &[
     "proven from the final logs and the client history alone:",
     "  every node lists the same entries, orders 1..N, no gap, no id twice;",
     "  every acknowledged write (and every 504) is there once, at the order it was answered with;",
-    "  nothing is there that no client sent; never-sent (refused) writes are absent;",
+    "  nothing is there that no client sent; never-sent, 4xx and read-only (503) writes are absent;",
     "  a write whose answer was lost or timed out is there at most once; every ack has w <= acks <= 3.",
     "shown from the nodes' own logs (trusting their `sequenced`, `stored` and `recovered` events):",
     "  w nodes had stored each acknowledged entry before the master logged the acknowledgement,",
     "  and at least `acks` of them; no node restarted with fewer entries than it had stored;",
-    "  no secondary was offered an entry conflicting with one it holds (`diverged`).",
+    "  no secondary was offered an entry conflicting with one it holds (`diverged`);",
+    "  every `acknowledged` event had w nodes holding the entry in their current data (a copy",
+    "  lost at a restart, e.g. a wiped data directory, no longer counts).",
     "shown from /health samples: no position went backwards; what the master reported a",
     "  secondary had acked, that secondary held at every later look; none said `diverged`.",
     "not proven: durability against power loss (SIGKILL keeps the OS page cache), that a node's",
@@ -51,7 +53,7 @@ pub struct WriteStats {
     pub indeterminate: usize,
     /// Of those, how many are in the final log (the rest are not).
     pub indeterminate_present: usize,
-    /// Writes never sent (refused connections) or refused (4xx).
+    /// Writes never sent (refused connections) or refused (4xx, read-only 503).
     pub failed: usize,
     /// Attempts answered `504`.
     pub answers_504: usize,
@@ -59,8 +61,10 @@ pub struct WriteStats {
     pub answers_lost: usize,
     /// Attempts refused at connect.
     pub answers_refused: usize,
-    /// Attempts answered `503`.
+    /// Attempts answered `503` by a stopping master.
     pub answers_503: usize,
+    /// Attempts refused with a read-only `503` (no quorum, or a fenced log).
+    pub answers_read_only: usize,
     /// Attempts answered with another 5xx.
     pub answers_5xx: usize,
 }
@@ -96,6 +100,7 @@ impl WriteStats {
                     AttemptResult::Unknown { .. } => stats.answers_lost += 1,
                     AttemptResult::NotSent { .. } => stats.answers_refused += 1,
                     AttemptResult::Unavailable { .. } => stats.answers_503 += 1,
+                    AttemptResult::ReadOnly { .. } => stats.answers_read_only += 1,
                     AttemptResult::ServerError { .. } => stats.answers_5xx += 1,
                     AttemptResult::Acked(_) | AttemptResult::Rejected { .. } => {}
                 }
@@ -217,13 +222,22 @@ impl fmt::Display for Report {
                 w.indeterminate - w.indeterminate_present
             ),
         )?;
-        row(f, "failed (refused connection / 4xx)", w.failed.to_string())?;
+        row(
+            f,
+            "failed (refused / 4xx / read-only)",
+            w.failed.to_string(),
+        )?;
         row(
             f,
             "answers per request",
             format!(
-                "504: {}, lost/timeout: {}, refused: {}, 503: {}, other 5xx: {}",
-                w.answers_504, w.answers_lost, w.answers_refused, w.answers_503, w.answers_5xx
+                "504: {}, lost/timeout: {}, refused: {}, 503 read-only: {}, 503 stopping: {}, other 5xx: {}",
+                w.answers_504,
+                w.answers_lost,
+                w.answers_refused,
+                w.answers_read_only,
+                w.answers_503,
+                w.answers_5xx
             ),
         )?;
         writeln!(f, "\nfaults ({} injected)", self.faults.len())?;
@@ -294,6 +308,22 @@ impl fmt::Display for Report {
             .map(|(w, us)| format!("w={w}: {us} µs"))
             .collect();
         row(f, "closest w-th store before an ack", margins.join(", "))?;
+        let by_w: Vec<String> = e
+            .current_holder_acks_by_w
+            .iter()
+            .map(|(w, n)| format!("w={w}: {n}"))
+            .collect();
+        row(
+            f,
+            "acks checked for w current holders",
+            format!(
+                "{} ({}); {} with a copy lost at a restart; {} holds ended by restarts",
+                e.current_holder_acks_checked,
+                by_w.join(", "),
+                e.acks_with_a_lost_copy,
+                e.holds_ended_by_restarts
+            ),
+        )?;
         row(
             f,
             "node restarts checked for lost entries",

@@ -34,4 +34,16 @@ async fn a_short_chaos_run_finds_no_violation() {
     assert_eq!(evidence.unreadable_events, 0, "{report}");
     assert!(evidence.acks_timed_by_master_log > 0, "{report}");
     assert!(evidence.restarts_checked > 0, "{report}");
+    // Every acknowledgement the master logged was checked for w current holders, w=3 included.
+    assert!(
+        evidence.current_holder_acks_checked >= evidence.acks_timed_by_master_log,
+        "{report}"
+    );
+    assert!(
+        evidence
+            .current_holder_acks_by_w
+            .get(&3)
+            .is_some_and(|n| *n > 0),
+        "{report}"
+    );
 }

@@ -12,6 +12,7 @@
 //! - [`publisher`]: publishes stored entries with confirms, republishing what is not confirmed.
 //! - [`ack_consumer`]: reads secondaries' acks from the broker.
 //! - [`replication`]: write-concern waiting around the pure tracker in `replog_common::rules`.
+//! - [`metrics`]: the Prometheus metrics' names, HELP texts and scrape-time gauges.
 //! - [`http`]: routes, handlers and the one error type.
 //! - [`startup`]: builds the application and runs it until stopped.
 
@@ -22,6 +23,7 @@ pub mod dedup_keys;
 pub mod durability;
 pub mod fence;
 pub mod http;
+pub mod metrics;
 pub mod publisher;
 pub mod refill;
 pub mod replication;

@@ -87,6 +87,8 @@ pub struct Publisher {
     confirmed: watch::Sender<Order>,
     /// What is published and confirmed, and what each confirm (or its absence) means.
     window: ConfirmWindow,
+    /// The highest order this process published: a publish at or below it is a republish.
+    published_through: Order,
 }
 
 impl Publisher {
@@ -99,13 +101,14 @@ impl Publisher {
         stored: watch::Receiver<Order>,
         confirmed: watch::Sender<Order>,
     ) -> Publisher {
-        let window =
-            ConfirmWindow::new(*confirmed.borrow(), MAX_IN_FLIGHT, settings.confirm_timeout);
+        let start = *confirmed.borrow();
+        let window = ConfirmWindow::new(start, MAX_IN_FLIGHT, settings.confirm_timeout);
         Publisher {
             broker,
             settings,
             store,
             stored,
+            published_through: start,
             confirmed,
             window,
         }
@@ -208,6 +211,15 @@ impl Publisher {
                 while !rest.is_empty() {
                     let (run, after) = rest.split_at(self.settings.runs.take(rest));
                     rest = after;
+                    let again = run
+                        .iter()
+                        .filter(|entry| entry.order <= self.published_through)
+                        .count();
+                    if again > 0 {
+                        metrics::counter!(crate::metrics::REPUBLISHED_TOTAL)
+                            .increment(again as u64);
+                    }
+                    self.published_through = self.published_through.max(run[run.len() - 1].order);
                     match self.publish(channel, run).await {
                         Ok(confirm) => {
                             confirms.push_back(confirm);
@@ -323,7 +335,13 @@ impl Publisher {
             )
             .await?;
         tracing::trace!(%first, %last, "run published");
-        Ok(Box::pin(async move { (last, confirm.await) }))
+        let published = Instant::now();
+        Ok(Box::pin(async move {
+            let outcome = confirm.await;
+            metrics::histogram!(crate::metrics::PUBLISH_CONFIRM_SECONDS)
+                .record(published.elapsed());
+            (last, outcome)
+        }))
     }
 }
 

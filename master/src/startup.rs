@@ -50,6 +50,7 @@ impl Application {
         let default_w = config
             .validate()
             .map_err(|e| StartError::Config(e.to_string()))?;
+        let metrics = crate::metrics::install();
         let url = config.broker.amqp_url.clone();
         let topology = config.broker.topology();
         // Stamped on every entry as its AMQP user_id, which the broker validates.
@@ -202,6 +203,7 @@ impl Application {
             fence,
             mark_written: mark_rx,
             broker_connected,
+            metrics,
         };
         let listener = startup::bind(config.listen).await?;
         Ok(Application {

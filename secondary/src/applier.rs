@@ -209,7 +209,9 @@ impl Applier {
         if !ready.is_empty() {
             let store = self.store.clone();
             let (first, last) = (ready[0].order, ready[ready.len() - 1].order);
+            let appending = Instant::now();
             replog_shell::store::blocking(move || store.append(&ready)).await?;
+            metrics::histogram!(crate::metrics::FSYNC_SECONDS).record(appending.elapsed());
             tracing::debug!(target: events::TARGET, event = events::STORED, first = first.get(), last = last.get());
             // Before `applied`: a report of `last` then names the master that published it.
             self.note_master_incarnation(last);
@@ -289,6 +291,7 @@ impl Applier {
                     }
                 }
                 if redelivered {
+                    metrics::counter!(crate::metrics::REDELIVERIES_TOTAL).increment(1);
                     tracing::debug!(first = %incoming.entries[0].order, %last, "entries redelivered by the broker");
                 }
                 let tag = DeliveryTag(self.next_tag);
@@ -420,12 +423,14 @@ fn log_verdict(verdict: Verdict) {
         } => {
             // Delivered again while held back (the first delivery's channel may be gone): this
             // delivery too is settled once the entry is stored.
+            metrics::counter!(crate::metrics::DUPLICATES_DROPPED_TOTAL).increment(1);
             tracing::debug!(%order, from_master, "dropped duplicate of a held-back entry");
         }
         Verdict::Duplicate {
             order,
             fetched: from_master,
         } => {
+            metrics::counter!(crate::metrics::DUPLICATES_DROPPED_TOTAL).increment(1);
             tracing::debug!(target: events::TARGET, event = events::DUPLICATE_DROPPED, order = order.get(), from_master);
         }
         Verdict::Diverged(Divergence {

@@ -263,7 +263,15 @@ impl CatchUp {
         Ok(())
     }
 
+    /// Fetches one page from `from`, counting it by outcome.
     async fn fetch_page(&self, from: Order, limit: u64) -> Result<Vec<Entry>, FetchError> {
+        let fetched = self.request_page(from, limit).await;
+        let outcome = if fetched.is_ok() { "ok" } else { "error" };
+        metrics::counter!(crate::metrics::CATCHUP_FETCHES_TOTAL, "outcome" => outcome).increment(1);
+        fetched
+    }
+
+    async fn request_page(&self, from: Order, limit: u64) -> Result<Vec<Entry>, FetchError> {
         let url = format!("{}/messages?from={}&limit={}", self.master_url, from, limit);
         let sent = self.client.get(&url).send().await;
         let response = self.reached(sent)?;

@@ -1,6 +1,6 @@
 //! The secondary's HTTP API: `GET /messages` (the applied prefix, with read-your-writes through
 //! `min_order` and `wait_ms`), `GET /health` (liveness: always `200`, with what the node knows)
-//! and `GET /ready` (readiness: `200` only when it can do its job).
+//! `GET /ready` (readiness: `200` only when it can do its job) and `GET /metrics` (Prometheus).
 
 use crate::catchup::MasterView;
 use crate::consumer::Connected;
@@ -14,6 +14,7 @@ use replog_common::rules::apply::{Backlog, Divergence};
 use replog_common::wire::http::{BrokerHealth, Ready, SecondaryHealth};
 use replog_common::{Incarnation, NodeId, Order};
 use replog_shell::http::{error_response, serve_page_after, HttpError, NodeApi, PageQuery};
+use replog_shell::metrics::PrometheusHandle;
 use replog_shell::store::LogStore;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -39,14 +40,16 @@ pub struct AppState {
     pub diverged: watch::Receiver<Option<Divergence>>,
     /// `--prefetch`: how far behind the master's end a ready node may be.
     pub prefetch: u16,
+    /// Renders `GET /metrics`.
+    pub metrics: PrometheusHandle,
 }
 
 /// How a secondary names itself and its routes in its errors: it is read-only, so the help
 /// points writers to the master.
 pub static SECONDARY_API: NodeApi = NodeApi {
     role: "secondary",
-    not_found: "no such endpoint; try GET /messages, GET /health or GET /ready (writes go to the master)",
-    method_not_allowed: "method not allowed; a secondary serves GET /messages, GET /health and GET /ready, writes go to the master",
+    not_found: "no such endpoint; try GET /messages, GET /health, GET /ready or GET /metrics (writes and GET /messages/{message_id} go to the master)",
+    method_not_allowed: "method not allowed; a secondary serves GET /messages, GET /health, GET /ready and GET /metrics; writes go to the master",
 };
 
 /// The router.
@@ -55,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .route("/messages", get(list_messages))
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .fallback(|| async { HttpError::NotFound(&SECONDARY_API) })
         .method_not_allowed_fallback(|| async { HttpError::MethodNotAllowed(&SECONDARY_API) })
         .with_state(state)
@@ -106,6 +110,13 @@ async fn ready(State(app): State<AppState>) -> Response {
         None => Json(Ready::default()).into_response(),
         Some(why) => error_response(StatusCode::SERVICE_UNAVAILABLE, why),
     }
+}
+
+/// `GET /metrics`: the secondary's metrics in the Prometheus text format, the gauges that
+/// mirror state refreshed first.
+async fn metrics(State(app): State<AppState>) -> Response {
+    crate::metrics::refresh(&app);
+    replog_shell::metrics::render(&app.metrics)
 }
 
 /// What decides whether a secondary is ready: a plain value, so the rule is tested without a

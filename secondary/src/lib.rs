@@ -9,7 +9,8 @@
 //! - [`catchup`]: fetches from the master what the queue cannot provide, when the gap watch
 //!   says so.
 //! - [`ack_publisher`]: publishes the cumulative position to the master.
-//! - [`http`]: `GET /messages` and `GET /health`.
+//! - [`metrics`]: the Prometheus metrics' names, HELP texts and scrape-time gauges.
+//! - [`http`]: `GET /messages`, `GET /health`, `GET /ready` and `GET /metrics`.
 //! - [`startup`]: wiring and ordered shutdown.
 
 pub mod ack_publisher;
@@ -19,4 +20,5 @@ pub mod config;
 pub mod consumer;
 pub mod http;
 pub mod incoming;
+pub mod metrics;
 pub mod startup;

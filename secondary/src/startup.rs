@@ -44,6 +44,7 @@ impl Application {
         config: SecondaryConfig,
         stop: CancellationToken,
     ) -> Result<Application, StartError> {
+        let metrics = crate::metrics::install();
         let url = config.broker.amqp_url.clone();
         let topology = config.broker.topology();
         // Stamped on every report as its AMQP user_id, which the broker validates.
@@ -182,6 +183,7 @@ impl Application {
             master: master_view,
             diverged,
             prefetch: config.prefetch,
+            metrics,
         };
         let listener = startup::bind(config.listen).await?;
         Ok(Application {

@@ -410,6 +410,7 @@ impl Broker {
             .runtime(deadpool::Runtime::Tokio1)
             .build()
             .map_err(|e| AmqpError::Pool(e.to_string()))?;
+        crate::metrics::broker_created();
         Ok(Broker { pool, urls })
     }
 
@@ -426,6 +427,9 @@ impl Broker {
             .get()
             .await
             .map_err(|e| AmqpError::Connect(e.to_string()))?;
+        if managed::Object::metrics(&connection).recycle_count == 0 {
+            crate::metrics::broker_connection_opened(); // fresh until recycled once
+        }
         Ok(connection.create_channel().await?)
     }
 

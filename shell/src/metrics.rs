@@ -8,7 +8,11 @@
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
+/// The handle a node keeps to render its metrics.
+pub use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 /// Bucket bounds of every `_seconds` histogram: 100 µs to 60 s, the range from a local fsync to
@@ -51,6 +55,40 @@ pub fn install() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// Connections to the broker opened after the first: each replaced a lost one.
+pub const BROKER_RECONNECTS_TOTAL: &str = "replog_broker_reconnects_total";
+
+/// Broker handles this process made: each one's first connection is no reconnect.
+static BROKERS: AtomicU64 = AtomicU64::new(0);
+
+/// Broker connections this process opened.
+static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+
+/// Describes the metrics both nodes export and creates their counters at 0; each node calls it
+/// once after [`install`].
+pub fn describe_shared() {
+    metrics::describe_counter!(
+        BROKER_RECONNECTS_TOTAL,
+        "Connections to the broker opened to replace a lost one"
+    );
+    metrics::counter!(BROKER_RECONNECTS_TOTAL).absolute(0);
+}
+
+/// Notes that a broker handle was made (a node makes its handles before it connects).
+pub fn broker_created() {
+    BROKERS.fetch_add(1, Ordering::AcqRel);
+}
+
+/// Notes that a broker handle opened a new connection: every connection beyond one per handle
+/// replaced a lost one and is counted in [`BROKER_RECONNECTS_TOTAL`]. (Should one handle
+/// reconnect before another first connected, the count is only late, never wrong.)
+pub fn broker_connection_opened() {
+    let opened = CONNECTIONS.fetch_add(1, Ordering::AcqRel) + 1;
+    if opened > BROKERS.load(Ordering::Acquire) {
+        metrics::counter!(BROKER_RECONNECTS_TOTAL).increment(1);
+    }
 }
 
 /// Renders `handle` as a `GET /metrics` answer in the Prometheus text format 0.0.4.

@@ -119,6 +119,17 @@ pub struct ReadOnly {
     pub needed: Option<u64>,
 }
 
+impl ReadOnly {
+    /// How every read-only refusal's `error` begins, whatever the cause: what a client (the
+    /// chaos checker) tells it from a `503` of a stopping master by.
+    pub const ERROR_PREFIX: &'static str = "read-only:";
+
+    /// Whether a `503`'s `error` is a read-only refusal (nothing was appended).
+    pub fn is_refusal(error: &str) -> bool {
+        error.starts_with(Self::ERROR_PREFIX)
+    }
+}
+
 /// The master's `GET /health`: its liveness probe, always answered `200`, with what it knows
 /// of the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,9 +15,8 @@ use replog_shell::http::{error_response, HttpError, NodeApi, PageError};
 /// How the master names itself and its routes in the errors it shares with the secondary.
 pub static MASTER_API: NodeApi = NodeApi {
     role: "master",
-    not_found: "no such endpoint; try POST /messages, GET /messages or GET /health",
-    method_not_allowed:
-        "method not allowed; the API is POST /messages, GET /messages and GET /health",
+    not_found: "no such endpoint; try POST /messages, GET /messages, GET /messages/{message_id}, GET /health, GET /ready or GET /metrics",
+    method_not_allowed: "method not allowed; the API is POST /messages, GET /messages, GET /messages/{message_id}, GET /health, GET /ready and GET /metrics",
 };
 
 /// Every way a request to the master can fail.
@@ -175,14 +174,14 @@ mod tests {
             answer(HttpError::NotFound(&MASTER_API)).await,
             (
                 StatusCode::NOT_FOUND,
-                json!({"error": "no such endpoint; try POST /messages, GET /messages or GET /health"})
+                json!({"error": "no such endpoint; try POST /messages, GET /messages, GET /messages/{message_id}, GET /health, GET /ready or GET /metrics"})
             )
         );
         assert_eq!(
             answer(HttpError::MethodNotAllowed(&MASTER_API)).await,
             (
                 StatusCode::METHOD_NOT_ALLOWED,
-                json!({"error": "method not allowed; the API is POST /messages, GET /messages and GET /health"})
+                json!({"error": "method not allowed; the API is POST /messages, GET /messages, GET /messages/{message_id}, GET /health, GET /ready and GET /metrics"})
             )
         );
         assert_eq!(
@@ -192,6 +191,29 @@ mod tests {
                 json!({"error": "internal error; see the master's log"})
             )
         );
+    }
+
+    #[tokio::test]
+    async fn every_read_only_refusal_is_recognisable_by_its_prefix() {
+        // Clients (the chaos checker) tell a refusal from a stopping master's 503 by it.
+        let no_quorum = ReadOnlyReason::NoQuorum(replog_common::rules::membership::Quorum {
+            nodes: 3,
+            needed: 2,
+            healthy: 1,
+        });
+        let fenced = ReadOnlyReason::Fenced(crate::fence::Fenced {
+            log_end: Order(50),
+            evidence_end: Order(100),
+            evidence: crate::fence::Evidence::ConfirmedMark,
+        });
+        for reason in [no_quorum, fenced] {
+            let (status, body) = answer(ApiError::ReadOnly(reason)).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            let error = body["error"].as_str().unwrap();
+            assert!(ReadOnly::is_refusal(error), "{error}");
+        }
+        let (_, stopping) = answer(ApiError::ShuttingDown { entry: None }).await;
+        assert!(!ReadOnly::is_refusal(stopping["error"].as_str().unwrap()));
     }
 
     #[tokio::test]

@@ -1,9 +1,11 @@
 //! Request handlers: thin adapters from HTTP to the writer, the replication tracker and the store.
 
 use super::{ApiError, AppState, MASTER_API};
+use crate::metrics::{self, WriteOutcome};
 use crate::replication::WaitFailed;
 use crate::write_request::WriteRequest;
 use crate::writer::{Admission, AppendError, Appended};
+use ::metrics::histogram;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, State};
@@ -17,11 +19,29 @@ use replog_common::wire::http::{
 use replog_shell::http::{serve_page, HttpError, PageQuery};
 use std::time::Instant;
 
-/// `POST /messages`: append (or find) the entry, then wait for its write concern.
+/// `POST /messages`: append (or find) the entry, then wait for its write concern. Every
+/// answer is counted by outcome.
 pub async fn post_message(
     State(app): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let answer = write(app, body).await;
+    let outcome = match &answer {
+        Ok(response) if response.status() == StatusCode::CREATED => WriteOutcome::Created,
+        Ok(_) => WriteOutcome::Duplicate,
+        Err(ApiError::WriteConcernTimeout { .. }) => WriteOutcome::Timeout,
+        Err(ApiError::ReadOnly(_)) => WriteOutcome::ReadOnly,
+        Err(ApiError::ShuttingDown { .. }) => WriteOutcome::ShuttingDown,
+        Err(ApiError::PayloadTooLarge { .. }) => WriteOutcome::Rejected,
+        Err(ApiError::Http(HttpError::Internal { .. })) => WriteOutcome::Error,
+        Err(ApiError::Http(_)) => WriteOutcome::Rejected,
+    };
+    outcome.record();
+    answer
+}
+
+/// The write itself, answered by [`post_message`].
+async fn write(app: AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let body =
         body.map_err(|rejection| ApiError::from_body_rejection(rejection, app.max_body_bytes))?;
     let write = WriteRequest::parse(&body, app.limits)
@@ -41,22 +61,25 @@ pub async fn post_message(
             (error, _) => error.into(),
         })?;
     let entry = appended.entry();
-    let acks = app
+    let waiting = Instant::now();
+    let waited = app
         .replication
         .wait_for(entry.order, write.w, write.timeout)
-        .await
-        .map_err(|failed| match failed {
-            WaitFailed::TimedOut { acks } => ApiError::WriteConcernTimeout {
-                message_id: entry.message_id.clone(),
-                order: entry.order,
-                acks,
-                w: write.w,
-                timeout_ms: write.timeout.unwrap_or_default().as_millis(),
-            },
-            WaitFailed::ShuttingDown { acks } => ApiError::ShuttingDown {
-                entry: Some((entry.message_id.clone(), entry.order, acks)),
-            },
-        })?;
+        .await;
+    histogram!(metrics::WRITE_CONCERN_WAIT_SECONDS, "w" => write.w.to_string())
+        .record(waiting.elapsed());
+    let acks = waited.map_err(|failed| match failed {
+        WaitFailed::TimedOut { acks } => ApiError::WriteConcernTimeout {
+            message_id: entry.message_id.clone(),
+            order: entry.order,
+            acks,
+            w: write.w,
+            timeout_ms: write.timeout.unwrap_or_default().as_millis(),
+        },
+        WaitFailed::ShuttingDown { acks } => ApiError::ShuttingDown {
+            entry: Some((entry.message_id.clone(), entry.order, acks)),
+        },
+    })?;
     if acks >= 2 {
         await_mark(&app, entry.order).await;
     }
@@ -129,6 +152,13 @@ pub async fn ready(State(app): State<AppState>) -> Response {
         None => (StatusCode::OK, Json(Ready::default())).into_response(),
         Some(error) => (StatusCode::SERVICE_UNAVAILABLE, Json(ErrorBody { error })).into_response(),
     }
+}
+
+/// `GET /metrics`: the master's metrics in the Prometheus text format, the gauges that mirror
+/// state refreshed first.
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    metrics::refresh(&app);
+    replog_shell::metrics::render(&app.metrics)
 }
 
 /// Any other path.

@@ -1,5 +1,6 @@
 //! The master's HTTP API: `POST /messages`, `GET /messages`, `GET /health` (liveness, with
-//! the cluster as the master sees it) and `GET /ready` (readiness: writable and connected).
+//! the cluster as the master sees it), `GET /ready` (readiness: writable and connected),
+//! `GET /messages/{message_id}` (an entry's status) and `GET /metrics` (Prometheus).
 
 mod entry_status;
 mod error;
@@ -16,6 +17,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::Router;
 use replog_common::Order;
+use replog_shell::metrics::PrometheusHandle;
 use replog_shell::store::LogStore;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -40,6 +42,8 @@ pub struct AppState {
     pub mark_written: watch::Receiver<Order>,
     /// Whether the ack consumer's channel is up (set by the ack consumer).
     pub broker_connected: Arc<AtomicBool>,
+    /// Renders `GET /metrics`.
+    pub metrics: PrometheusHandle,
 }
 
 impl AppState {
@@ -69,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .route("/messages/{message_id}", get(entry_status::entry_status))
         .route("/health", get(handlers::health))
         .route("/ready", get(handlers::ready))
+        .route("/metrics", get(handlers::metrics))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))

@@ -35,6 +35,7 @@
 //!   secondary's `/health` and `/ready`.
 //! - [`read_your_writes`]: `GET /messages?min_order=&wait_ms=`.
 //! - [`entry_status`]: the master's `GET /messages/{message_id}`.
+//! - [`metrics`]: `GET /metrics` on every node, and the Grafana dashboard that reads them.
 //!
 //! The broker is `REPLOG_AMQP_URL` (default the local RabbitMQ, guest/guest). A failed test
 //! prints the tail of every node's log and keeps the logs (the path is printed).
@@ -51,6 +52,7 @@ mod entry_status;
 mod fence;
 mod helpers;
 mod membership;
+mod metrics;
 mod ordering;
 mod paging;
 mod read_your_writes;
