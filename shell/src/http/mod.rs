@@ -1,10 +1,13 @@
 //! HTTP pieces both nodes serve the same way: the one error type with its JSON body
 //! ([`error`]) and `GET /messages` paging (here, with the streamed body in `page_body`),
-//! including read-your-writes (`min_order` and `wait_ms`, see [`ReadAfter`]).
+//! including read-your-writes (`min_order` and `wait_ms`, see [`ReadAfter`]), and the API
+//! token check ([`auth`]).
 
+pub mod auth;
 mod error;
 mod page_body;
 
+pub use auth::{require_token, ApiToken};
 pub use error::{error_response, HttpError, NodeApi};
 pub use page_body::ChunkError;
 
