@@ -181,16 +181,16 @@ impl NodeClient {
         Ok(page.messages)
     }
 
-    /// The whole log, page by page.
+    /// The whole log, page by page until a page comes back empty (a node may end a page
+    /// short of the limit to bound its bytes).
     pub async fn all_messages(&self) -> Result<Vec<EntryMessage>, RequestError> {
         let mut all = Vec::new();
         loop {
             let page = self.messages_page(all.len() as u64 + 1, PAGE).await?;
-            let short = (page.len() as u64) < PAGE;
-            all.extend(page);
-            if short {
+            if page.is_empty() {
                 return Ok(all);
             }
+            all.extend(page);
         }
     }
 
