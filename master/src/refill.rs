@@ -86,8 +86,9 @@ pub async fn refill(
     let source = source.trim_end_matches('/');
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(token) = token {
-        let mut bearer = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
-            .expect("a validated token is a valid header value");
+        let mut bearer =
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+                .expect("a validated token is a valid header value");
         bearer.set_sensitive(true);
         headers.insert(reqwest::header::AUTHORIZATION, bearer);
     }

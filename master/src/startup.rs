@@ -190,7 +190,10 @@ impl Application {
         let listener = startup::bind(config.listen).await?;
         Ok(Application {
             listener,
-            router: replog_shell::http::require_token(http::router(state), config.http.api_token.clone()),
+            router: replog_shell::http::require_token(
+                http::router(state),
+                config.http.api_token.clone(),
+            ),
             limits: config.http.limits(),
             stop,
             tasks,
@@ -209,14 +212,14 @@ impl Application {
     /// Serves until the stop token is cancelled, then stops the HTTP server, drains the
     /// publisher and stops the writer.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let served =
-            startup::serve_until_stopped(
+        let served = startup::serve_until_stopped(
             self.listener,
             self.router,
             self.limits,
             self.stop,
             self.tasks,
-        ).await;
+        )
+        .await;
         // The router (and with it every handle to the writer) is gone: the writer thread ends
         // once it has stored what it took.
         let _ = tokio::task::spawn_blocking(move || self.writer_thread.join()).await;

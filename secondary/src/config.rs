@@ -168,10 +168,9 @@ mod tests {
             ("--ack-interval-ms", "0"),
             ("--shutdown-grace-ms", "0"),
         ] {
-            let error =
-                SecondaryConfig::try_parse_from(["secondary", "--id", "s1", flag, bad])
-                    .unwrap_err()
-                    .to_string();
+            let error = SecondaryConfig::try_parse_from(["secondary", "--id", "s1", flag, bad])
+                .unwrap_err()
+                .to_string();
             assert!(error.contains(".."), "{flag} {bad}: {error}");
         }
         let config = SecondaryConfig::try_parse_from([

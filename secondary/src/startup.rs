@@ -182,7 +182,10 @@ impl Application {
         let listener = startup::bind(config.listen).await?;
         Ok(Application {
             listener,
-            router: replog_shell::http::require_token(http::router(state), config.http.api_token.clone()),
+            router: replog_shell::http::require_token(
+                http::router(state),
+                config.http.api_token.clone(),
+            ),
             limits: config.http.limits(),
             stop,
             tasks,
@@ -205,6 +208,7 @@ impl Application {
             self.limits,
             self.stop,
             self.tasks,
-        ).await
+        )
+        .await
     }
 }

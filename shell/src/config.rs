@@ -138,7 +138,9 @@ mod tests {
         let error = http(&["--http-header-timeout-ms", "0"]).unwrap_err();
         assert!(error.contains("100..=300000"), "{error}");
         assert!(http(&["--api-token", "short"]).is_err());
-        let token = http(&["--api-token", "0123456789abcdef"]).unwrap().api_token;
+        let token = http(&["--api-token", "0123456789abcdef"])
+            .unwrap()
+            .api_token;
         assert_eq!(format!("{token:?}"), "Some(ApiToken(<redacted>))");
     }
 }

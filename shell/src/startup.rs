@@ -142,7 +142,10 @@ async fn serve(
     }
     drop(listener);
     let grace = limits.shutdown_grace;
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(
             open = connections.len(),
             grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),

@@ -138,7 +138,11 @@ impl NodeClient {
     }
 
     /// A request to `url` with the token, if this client has one.
-    fn request(&self, method: reqwest::Method, url: impl reqwest::IntoUrl) -> reqwest::RequestBuilder {
+    fn request(
+        &self,
+        method: reqwest::Method,
+        url: impl reqwest::IntoUrl,
+    ) -> reqwest::RequestBuilder {
         let request = self.http.request(method, url);
         match &self.token {
             Some(token) => request.bearer_auth(token),
@@ -317,7 +321,10 @@ impl NodeClient {
         path_and_query: &str,
     ) -> Result<T, RequestError> {
         let response = self
-            .request(reqwest::Method::GET, format!("{}{path_and_query}", self.base))
+            .request(
+                reqwest::Method::GET,
+                format!("{}{path_and_query}", self.base),
+            )
             .send()
             .await
             .map_err(RequestError::from_reqwest)?;

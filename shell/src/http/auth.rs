@@ -134,10 +134,7 @@ mod tests {
         let bearer = format!("Bearer {SECRET}");
         assert_eq!(status("/health", None).await.0, StatusCode::OK);
         assert_eq!(status("/ready", None).await.0, StatusCode::OK);
-        assert_eq!(
-            status("/messages", Some(&bearer)).await.0,
-            StatusCode::OK
-        );
+        assert_eq!(status("/messages", Some(&bearer)).await.0, StatusCode::OK);
         for wrong in [
             None,
             Some("Bearer 0123456789abcdef-secreT"),
