@@ -5,7 +5,8 @@ use clap::Parser;
 use replog_common::rules::dedup::DedupMode;
 use replog_common::rules::membership::{HealthPolicy, QuorumRule};
 use replog_common::NodeId;
-use replog_shell::config::BrokerArgs;
+use replog_shell::config::{BrokerArgs, HttpArgs};
+use replog_shell::http::ApiToken;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -49,11 +50,11 @@ pub struct MasterConfig {
 
     /// How long a write waits for its write concern when it sets no `timeout_ms`
     /// [default: for ever].
-    #[arg(long, env = "REPLOG_WC_TIMEOUT_MS")]
+    #[arg(long, env = "REPLOG_WC_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..=DAY_MS))]
     pub wc_timeout_ms: Option<u64>,
 
-    /// Largest accepted request body, in bytes; larger ones get 413.
-    #[arg(long, env = "REPLOG_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    /// Largest accepted request body, in bytes (1 KiB to 64 MiB); larger ones get 413.
+    #[arg(long, env = "REPLOG_MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=64 << 20))]
     pub max_body_bytes: usize,
 
     /// What makes two writes the same entry: `id` (the message_id) or `content`.
@@ -62,7 +63,7 @@ pub struct MasterConfig {
 
     /// How long the broker may take to confirm a publish before the master publishes the
     /// unconfirmed entries again on a fresh channel.
-    #[arg(long, env = "REPLOG_CONFIRM_TIMEOUT_MS", default_value_t = 5000)]
+    #[arg(long, env = "REPLOG_CONFIRM_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=DAY_MS))]
     pub confirm_timeout_ms: u64,
 
     /// Most entries in one entries message: whatever is stored and not yet published goes out
@@ -90,19 +91,29 @@ pub struct MasterConfig {
 
     /// A secondary not heard from (no ack, no heartbeat) for this long is `suspected`; it
     /// still counts toward the quorum.
-    #[arg(long, env = "REPLOG_SUSPECT_AFTER_MS", default_value_t = 3000)]
+    #[arg(long, env = "REPLOG_SUSPECT_AFTER_MS", default_value_t = 3000, value_parser = clap::value_parser!(u64).range(1..=DAY_MS))]
     pub suspect_after_ms: u64,
 
     /// A secondary not heard from for this long is `unhealthy` and no longer counts toward the
     /// quorum. Also how long a secondary never heard from since the master started stays
     /// `suspected`. Must be more than --suspect-after-ms.
-    #[arg(long, env = "REPLOG_UNHEALTHY_AFTER_MS", default_value_t = 10000)]
+    #[arg(long, env = "REPLOG_UNHEALTHY_AFTER_MS", default_value_t = 10000, value_parser = clap::value_parser!(u64).range(1..=DAY_MS))]
     pub unhealthy_after_ms: u64,
 
     /// Where the master keeps its log (`log/`) and its last confirmed order. One process per
     /// directory: a second master on the same directory refuses to start.
     #[arg(long, env = "REPLOG_DATA_DIR", default_value = "data/master")]
     pub data_dir: std::path::PathBuf,
+
+    // -- HTTP access and bounds (see the README's "Security" section) --
+    /// The API token and the bounds of every HTTP connection.
+    #[command(flatten)]
+    pub http: HttpArgs,
+
+    /// Token sent as `Authorization: Bearer` to the `--refill-from` node
+    /// [default: --api-token]. Never logged.
+    #[arg(long, env = "REPLOG_REFILL_TOKEN", hide_env_values = true, value_parser = ApiToken::parse)]
+    pub refill_token: Option<ApiToken>,
 }
 
 /// One entry of `--secondaries`: a secondary's id and, optionally, the broker user it
@@ -140,6 +151,9 @@ impl std::str::FromStr for SecondarySpec {
         Ok(SecondarySpec { id, user })
     }
 }
+
+/// The longest interval or timeout any flag accepts: a day, in ms.
+pub const DAY_MS: u64 = 86_400_000;
 
 /// A configuration that cannot work.
 #[derive(Debug, thiserror::Error)]
@@ -258,6 +272,11 @@ impl MasterConfig {
         Duration::from_millis((self.suspect_after_ms / 4).clamp(1, 250))
     }
 
+    /// The token for `--refill-from`: its own, or else the API token.
+    pub fn refill_token(&self) -> Option<&ApiToken> {
+        self.refill_token.as_ref().or(self.http.api_token.as_ref())
+    }
+
     /// The default write-concern timeout, if any.
     pub fn wc_timeout(&self) -> Option<Duration> {
         self.wc_timeout_ms.map(Duration::from_millis)
@@ -331,10 +350,55 @@ mod tests {
         assert!(too_many.contains("from 1 to 3"), "{too_many}");
         assert!(MasterConfig::try_parse_from(["master", "--quorum", "0"]).is_err());
         assert!(MasterConfig::try_parse_from(["master", "--quorum", "most"]).is_err());
-        assert!(parse(&["--suspect-after-ms", "0"]).validate().is_err());
+        assert!(MasterConfig::try_parse_from(["master", "--suspect-after-ms", "0"]).is_err());
         assert!(parse(&["--suspect-after-ms", "10000"]).validate().is_err());
         let short = parse(&["--suspect-after-ms", "100", "--unhealthy-after-ms", "300"]);
         assert!(short.validate().is_ok());
         assert_eq!(short.health_tick(), Duration::from_millis(25));
+    }
+
+    #[test]
+    fn zero_and_absurd_durations_and_sizes_are_refused_with_the_allowed_range() {
+        for (flag, bad) in [
+            ("--wc-timeout-ms", "0"),
+            ("--wc-timeout-ms", "86400001"),
+            ("--confirm-timeout-ms", "0"),
+            ("--confirm-timeout-ms", "86400001"),
+            ("--suspect-after-ms", "0"),
+            ("--unhealthy-after-ms", "0"),
+            ("--unhealthy-after-ms", "99999999999"),
+            ("--max-body-bytes", "0"),
+            ("--max-body-bytes", "1000000000000"),
+            ("--http-header-timeout-ms", "0"),
+        ] {
+            let error = MasterConfig::try_parse_from(["master", flag, bad])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains(flag) && error.contains("..="),
+                "{flag} {bad}: {error}"
+            );
+        }
+        assert_eq!(
+            parse(&["--wc-timeout-ms", "86400000"]).wc_timeout(),
+            Some(Duration::from_secs(86_400))
+        );
+    }
+
+    #[test]
+    fn the_refill_token_defaults_to_the_api_token() {
+        assert!(parse(&[]).refill_token().is_none());
+        let api = parse(&["--api-token", "api-token-0123456789"]);
+        assert_eq!(api.refill_token().unwrap().expose(), "api-token-0123456789");
+        let both = parse(&[
+            "--api-token",
+            "api-token-0123456789",
+            "--refill-token",
+            "refill-token-0123456789",
+        ]);
+        assert_eq!(
+            both.refill_token().unwrap().expose(),
+            "refill-token-0123456789"
+        );
     }
 }

@@ -16,7 +16,7 @@ use replog_shell::store::{LogStore, StoreError};
 
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use replog_common::ids::{MessageId, Order};
-use replog_common::rules::dedup::{DedupIndex, DedupMode};
+use replog_common::rules::dedup::{ContentDigest, DedupIndex, DedupMode};
 use replog_common::rules::sequencer::KnownKeys;
 use std::path::Path;
 
@@ -35,8 +35,20 @@ const WITH_CONTENT: &str = "with_content";
 /// redb's page cache: what the index may hold in memory.
 pub const CACHE_BYTES: usize = 32 << 20;
 
-/// Entries read from the log at a time while indexing.
+/// Most entries read from the log at a time while indexing.
 const SCAN_PAGE: usize = 4096;
+
+/// About how many bytes of entries one read holds while indexing: the number of entries per
+/// read follows the sizes seen so far, so 1 MiB entries are read a few at a time.
+const SCAN_BYTES: usize = 4 << 20;
+
+/// Entries read first while indexing, before anything is known of their sizes.
+const FIRST_SCAN_PAGE: usize = 4;
+
+/// The digest content keys are made of, in memory and on disk: BLAKE3-256.
+pub fn digest(content: &str) -> ContentDigest {
+    ContentDigest(*blake3::hash(content.as_bytes()).as_bytes())
+}
 
 /// Prefix of a message-id key.
 const ID_KEY: u8 = b'i';
@@ -72,13 +84,13 @@ impl KnownKeys for Snapshot {
         self.get(&id_key(message_id))
     }
 
-    /// Where the first entry with this content stands, if contents are keys
+    /// Where the first entry whose content has this digest stands, if contents are keys
     /// ([`DedupMode::Content`]) and the index has it. Contents are matched by BLAKE3-256
-    /// digest: two different contents with one digest are not expected to exist.
-    fn find_content(&self, content: &str) -> Result<Option<Order>, StoreError> {
+    /// digest ([`digest`]): two different contents with one digest are not expected to exist.
+    fn find_content(&self, digest: &ContentDigest) -> Result<Option<Order>, StoreError> {
         match self.mode {
             DedupMode::Id => Ok(None),
-            DedupMode::Content => self.get(&content_key(content)),
+            DedupMode::Content => self.get(&content_key(digest)),
         }
     }
 }
@@ -104,10 +116,10 @@ fn id_key(message_id: &MessageId) -> Vec<u8> {
     key
 }
 
-fn content_key(content: &str) -> [u8; 33] {
+fn content_key(digest: &ContentDigest) -> [u8; 33] {
     let mut key = [0u8; 33];
     key[0] = CONTENT_KEY;
-    key[1..].copy_from_slice(blake3::hash(content.as_bytes()).as_bytes());
+    key[1..].copy_from_slice(&digest.0);
     key
 }
 
@@ -155,7 +167,7 @@ impl DedupKeys {
         let snapshot = self.snapshot()?;
         match snapshot.find_id(message_id)? {
             Some(order) => Ok(Some(order)),
-            None => snapshot.find_content(content),
+            None => snapshot.find_content(&digest(content)),
         }
     }
 
@@ -179,7 +191,7 @@ impl DedupKeys {
             pairs.extend(
                 recent
                     .contents()
-                    .map(|(content, order)| (content_key(content).to_vec(), order.get())),
+                    .map(|(digest, order)| (content_key(digest).to_vec(), order.get())),
             );
         }
         // Sorted keys touch each B-tree page once.
@@ -224,16 +236,18 @@ impl DedupKeys {
         txn.commit().map_err(index_error)?;
         let mut from = self.indexed_up_to()?.next();
         let mut indexed = 0;
-        let mut recent = DedupIndex::new(self.mode);
+        let mut recent = DedupIndex::new(self.mode, digest);
+        let mut page_len = FIRST_SCAN_PAGE;
         while from <= last {
-            let page = log.read(from, SCAN_PAGE)?;
+            let page = log.read(from, page_len)?;
             let Some(end) = page.last().map(|entry| entry.order) else {
                 break;
             };
             page.iter().for_each(|entry| recent.record(entry));
             indexed += page.len() as u64;
             from = end.next();
-            // One transaction per page: a page of large contents is all that is held.
+            page_len = scan_page_len(&page);
+            // One transaction per page: a page of about SCAN_BYTES is all that is held.
             self.record(&recent, end)?;
             recent.clear();
         }
@@ -242,6 +256,17 @@ impl DedupKeys {
             rebuilt: stale,
         })
     }
+}
+
+/// How many entries to read next, given the last page read: about [`SCAN_BYTES`] of them,
+/// from 1 to [`SCAN_PAGE`].
+fn scan_page_len(page: &[replog_common::Entry]) -> usize {
+    let bytes: usize = page
+        .iter()
+        .map(|entry| entry.content.len() + entry.message_id.as_str().len())
+        .sum();
+    let per_entry = (bytes / page.len().max(1)).max(1);
+    (SCAN_BYTES / per_entry).clamp(1, SCAN_PAGE)
 }
 
 #[cfg(test)]
@@ -259,7 +284,7 @@ mod tests {
     }
 
     fn recent(mode: DedupMode, entries: &[Entry]) -> DedupIndex {
-        let mut index = DedupIndex::new(mode);
+        let mut index = DedupIndex::new(mode, digest);
         entries.iter().for_each(|entry| index.record(entry));
         index
     }
@@ -319,6 +344,21 @@ mod tests {
         );
         assert_eq!(keys.find(&id("id-9999"), "").unwrap(), Some(Order(9_999)));
         assert_eq!(keys.catch_up(&log).unwrap().indexed, 0);
+    }
+
+    #[test]
+    fn indexing_reads_large_entries_a_few_at_a_time() {
+        let big = |n: u64| entry(n, &format!("id-{n}"), &"x".repeat(1 << 20));
+        assert_eq!(scan_page_len(&[big(1), big(2)]), 3);
+        assert_eq!(scan_page_len(&[entry(1, "a", "small")]), SCAN_PAGE);
+        let dir = tempfile::tempdir().unwrap();
+        let keys = DedupKeys::open(&dir.path().join("d"), DedupMode::Content).unwrap();
+        let entries: Vec<Entry> = (1..=12).map(big).collect();
+        assert_eq!(keys.catch_up(&log_of(&entries)).unwrap().indexed, 12);
+        assert_eq!(
+            keys.find(&id("zz"), &"x".repeat(1 << 20)).unwrap(),
+            Some(Order(1))
+        );
     }
 
     #[test]

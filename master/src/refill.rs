@@ -10,6 +10,7 @@
 
 use replog_common::wire::MessagesPage;
 use replog_common::{Entry, Order};
+use replog_shell::http::ApiToken;
 use replog_shell::store::{self, LogStore, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,11 +75,26 @@ pub struct Refilled {
     pub to: Order,
 }
 
-/// Appends to `log` every entry `source` (a node's base URL) holds beyond the log's end.
-pub async fn refill(log: Arc<dyn LogStore>, source: &str) -> Result<Refilled, RefillError> {
+/// Appends to `log` every entry `source` (a node's base URL) holds beyond the log's end,
+/// presenting `token` when given. Pages may end short of the limit asked for (a node bounds
+/// its pages by bytes too): it asks on until a page comes back empty.
+pub async fn refill(
+    log: Arc<dyn LogStore>,
+    source: &str,
+    token: Option<&ApiToken>,
+) -> Result<Refilled, RefillError> {
     let source = source.trim_end_matches('/');
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        let mut bearer =
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+                .expect("a validated token is a valid header value");
+        bearer.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, bearer);
+    }
     let client = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
+        .default_headers(headers)
         .build()
         .map_err(|source_error| RefillError::Http {
             url: source.to_owned(),
@@ -103,13 +119,9 @@ pub async fn refill(log: Arc<dyn LogStore>, source: &str) -> Result<Refilled, Re
             }
             next = next.next();
         }
-        let full = page.len() as u64 == PAGE;
         let writer = log.clone();
         store::blocking(move || writer.append(&page)).await?;
-        tracing::info!(to = %log.last_order(), "refilled entries from {source}");
-        if !full {
-            break;
-        }
+        tracing::info!(to = %log.last_order(), source = %source, "refilled entries");
     }
     Ok(Refilled {
         from: start,

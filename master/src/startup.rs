@@ -14,7 +14,7 @@ use crate::writer::{DedupFlush, LogWriter};
 use replog_common::wire::run::RunLimits;
 use replog_shell::amqp::{self, Broker};
 use replog_shell::shutdown::supervised;
-use replog_shell::startup::{self, StartError};
+use replog_shell::startup::{self, ServeLimits, StartError};
 use replog_shell::store::{self, DataDir, StoreError};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
@@ -31,6 +31,8 @@ pub struct Application {
     listener: TcpListener,
     /// The HTTP routes and their state.
     router: axum::Router,
+    /// How long a client may hold the HTTP server.
+    limits: ServeLimits,
     /// Cancelled on SIGINT/SIGTERM or a fatal error.
     stop: CancellationToken,
     /// Background tasks to wait for at shutdown.
@@ -84,7 +86,7 @@ impl Application {
         } = recovered;
         let mut confirmed_at_start = confirmed_at_start;
         if let Some(source) = &config.refill_from {
-            let refilled = refill::refill(store.clone(), source)
+            let refilled = refill::refill(store.clone(), source, config.refill_token())
                 .await
                 .map_err(|error| StartError::Node(Box::new(error)))?;
             let log = store.clone();
@@ -208,7 +210,11 @@ impl Application {
         let listener = startup::bind(config.listen).await?;
         Ok(Application {
             listener,
-            router: http::router(state),
+            router: replog_shell::http::require_token(
+                http::router(state),
+                config.http.api_token.clone(),
+            ),
+            limits: config.http.limits(),
             stop,
             tasks,
             _data_dir: data_dir,
@@ -226,8 +232,14 @@ impl Application {
     /// Serves until the stop token is cancelled, then stops the HTTP server, drains the
     /// publisher and stops the writer.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let served =
-            startup::serve_until_stopped(self.listener, self.router, self.stop, self.tasks).await;
+        let served = startup::serve_until_stopped(
+            self.listener,
+            self.router,
+            self.limits,
+            self.stop,
+            self.tasks,
+        )
+        .await;
         // The router (and with it every handle to the writer) is gone: the writer thread ends
         // once it has stored what it took.
         let _ = tokio::task::spawn_blocking(move || self.writer_thread.join()).await;

@@ -119,7 +119,13 @@ impl LogWriter {
     ) -> (LogWriter, std::thread::JoinHandle<()>) {
         let (requests, inbox) = mpsc::channel(4 * MAX_BATCH);
         // The on-disk index has caught up with the log before the writer starts.
-        let sequencer = Sequencer::new(dedup.mode(), store.last_order(), flush, Instant::now());
+        let sequencer = Sequencer::new(
+            dedup.mode(),
+            crate::dedup_keys::digest,
+            store.last_order(),
+            flush,
+            Instant::now(),
+        );
         let writer = Writer {
             store,
             dedup,

@@ -19,11 +19,13 @@ use replog_common::rules::gap_watch::{Decision, GapWatch};
 use replog_common::wire::MessagesPage;
 use replog_common::{Entry, Order};
 use replog_shell::amqp::Backoff;
+use replog_shell::http::ApiToken;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-/// Entries asked for in one request.
+/// Entries asked for in one request. The master may send fewer (it bounds a page by bytes
+/// too), so only an empty page says its log ends there.
 const PAGE: u64 = 1000;
 
 /// Why a fetch failed.
@@ -44,9 +46,9 @@ enum FetchError {
 pub struct MasterView {
     /// Whether the last call got an answer (of any status); `None` before the first call.
     pub reachable: Option<bool>,
-    /// The end of the master's log as last learned: from its `/health`, or from a page that
-    /// ended short of the limit asked for; a full page only shows the log goes at least that
-    /// far. `None` until something was learned.
+    /// The end of the master's log as last learned: from its `/health`, or from an empty page;
+    /// a page with entries only shows the log goes at least that far (the master may end a
+    /// page early to bound its bytes). `None` until something was learned.
     pub last_order: Option<Order>,
 }
 
@@ -69,16 +71,27 @@ pub struct CatchUp {
 }
 
 impl CatchUp {
-    /// A catch-up task against `master_url`.
+    /// A catch-up task against `master_url`, presenting `token` (the master's `--api-token`)
+    /// when given.
     pub fn new(
         master_url: String,
         backlog: watch::Receiver<Backlog>,
         inbox: mpsc::Sender<Incoming>,
         after: Duration,
         delay: Duration,
+        token: Option<ApiToken>,
     ) -> CatchUp {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            let mut bearer =
+                reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+                    .expect("a validated token is a valid header value");
+            bearer.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, bearer);
+        }
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
+            .default_headers(headers)
             .build()
             .expect("HTTP client builds");
         CatchUp {
@@ -219,7 +232,7 @@ impl CatchUp {
         Ok(end)
     }
 
-    /// Pages through the master's log from this node's position until it has seen the end.
+    /// Pages through the master's log from this node's position until a page comes back empty.
     async fn initial_catch_up(&self) {
         let mut backoff = Backoff::new();
         let mut from = self.applied().next();
@@ -227,15 +240,12 @@ impl CatchUp {
         loop {
             match self.fetch_page(from, PAGE).await {
                 Ok(page) => {
-                    let got = page.len() as u64;
-                    if let Some(last) = page.last() {
-                        from = last.order.next();
-                    }
+                    let Some(last) = page.last() else {
+                        break;
+                    };
+                    from = last.order.next();
                     fetched += page.len();
                     self.hand_over(page).await;
-                    if got < PAGE {
-                        break;
-                    }
                 }
                 Err(error) => {
                     let delay = backoff.next_delay();
@@ -284,11 +294,11 @@ impl CatchUp {
             .into_iter()
             .map(Entry::try_from)
             .collect::<Result<Vec<_>, _>>()?;
-        // A short page ends where the master's log ended; a full one shows it goes that far.
+        // An empty page ends where the master's log ended; any other shows it goes that far.
         let end = entries
             .last()
             .map_or(Order(from.get() - 1), |entry| entry.order);
-        self.learned_end(end, (entries.len() as u64) < limit);
+        self.learned_end(end, entries.is_empty());
         Ok(entries)
     }
 

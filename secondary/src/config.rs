@@ -2,7 +2,8 @@
 
 use clap::Parser;
 use replog_common::NodeId;
-use replog_shell::config::BrokerArgs;
+use replog_shell::config::{BrokerArgs, HttpArgs};
+use replog_shell::http::ApiToken;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -44,8 +45,9 @@ pub struct SecondaryConfig {
     pub master_user: Option<String>,
 
     /// Artificial latency: each entry becomes visible this many ms after it arrives (still in
-    /// order). Entries in flight are delayed side by side, so throughput is not capped.
-    #[arg(long, env = "REPLOG_DELAY_MS", default_value_t = 0)]
+    /// order), 0 to 86400000. Entries in flight are delayed side by side, so throughput is not
+    /// capped.
+    #[arg(long, env = "REPLOG_DELAY_MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=DAY_MS))]
     pub delay_ms: u64,
 
     /// Failure injection: after storing an entry, nack it with requeue instead of acking it with
@@ -58,8 +60,8 @@ pub struct SecondaryConfig {
     pub prefetch: u16,
 
     /// How long a gap in the log may stay open before the missing entries are fetched from the
-    /// master.
-    #[arg(long, env = "REPLOG_CATCHUP_AFTER_MS", default_value_t = 1000)]
+    /// master, 1 to 86400000 ms.
+    #[arg(long, env = "REPLOG_CATCHUP_AFTER_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=DAY_MS))]
     pub catchup_after_ms: u64,
 
     /// Where the secondary keeps its log [default: data/<id>]. One process per directory.
@@ -77,6 +79,16 @@ pub struct SecondaryConfig {
         value_parser = clap::value_parser!(u64).range(1..=60_000)
     )]
     pub heartbeat_ms: u64,
+
+    // -- HTTP access and bounds (see the README's "Security" section) --
+    /// The API token (for this node's own reads) and the bounds of every HTTP connection.
+    #[command(flatten)]
+    pub http: HttpArgs,
+
+    /// Token sent as `Authorization: Bearer` on catch-up fetches from the master
+    /// [default: --api-token]. Never logged.
+    #[arg(long, env = "REPLOG_MASTER_TOKEN", hide_env_values = true, value_parser = ApiToken::parse)]
+    pub master_token: Option<ApiToken>,
 }
 
 fn parse_broker_user(raw: &str) -> Result<String, String> {
@@ -86,6 +98,9 @@ fn parse_broker_user(raw: &str) -> Result<String, String> {
         Ok(raw.to_owned())
     }
 }
+
+/// The longest interval or timeout any flag accepts: a day, in ms.
+pub const DAY_MS: u64 = 86_400_000;
 
 fn parse_fail_rate(raw: &str) -> Result<f64, String> {
     let rate: f64 = raw
@@ -112,6 +127,11 @@ impl SecondaryConfig {
     /// The artificial delay.
     pub fn delay(&self) -> Duration {
         Duration::from_millis(self.delay_ms)
+    }
+
+    /// The token for the master: its own, or else this node's API token.
+    pub fn master_token(&self) -> Option<&ApiToken> {
+        self.master_token.as_ref().or(self.http.api_token.as_ref())
     }
 
     /// The heartbeat interval.
@@ -165,6 +185,36 @@ mod tests {
         );
         assert!(parse(&["--heartbeat-ms", "0"]).is_err());
         assert!(parse(&["--heartbeat-ms", "600000"]).is_err());
+    }
+
+    #[test]
+    fn zero_and_absurd_intervals_are_refused_with_the_allowed_range() {
+        for (flag, bad) in [
+            ("--catchup-after-ms", "0"),
+            ("--catchup-after-ms", "86400001"),
+            ("--delay-ms", "86400001"),
+            ("--prefetch", "0"),
+            ("--heartbeat-ms", "0"),
+            ("--ack-interval-ms", "0"),
+            ("--shutdown-grace-ms", "0"),
+        ] {
+            let error = SecondaryConfig::try_parse_from(["secondary", "--id", "s1", flag, bad])
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(".."), "{flag} {bad}: {error}");
+        }
+        let config = SecondaryConfig::try_parse_from([
+            "secondary",
+            "--id",
+            "s1",
+            "--api-token",
+            "own-token-0123456789",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.master_token().unwrap().expose(),
+            "own-token-0123456789"
+        );
     }
 
     #[test]

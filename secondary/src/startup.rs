@@ -11,7 +11,7 @@ use replog_common::events;
 use replog_common::rules::apply::ApplyEngine;
 use replog_shell::amqp::{self, Broker};
 use replog_shell::shutdown::supervised;
-use replog_shell::startup::{self, StartError};
+use replog_shell::startup::{self, ServeLimits, StartError};
 use replog_shell::store::{self, DataDir, LogStore, StoreError};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +30,8 @@ pub struct Application {
     listener: TcpListener,
     /// Routes and state.
     router: axum::Router,
+    /// How long a client may hold the HTTP server.
+    limits: ServeLimits,
     /// Cancelled on SIGINT/SIGTERM or a fatal error.
     stop: CancellationToken,
     /// Background tasks to wait for at shutdown.
@@ -148,6 +150,7 @@ impl Application {
             inbox_tx,
             Duration::from_millis(config.catchup_after_ms),
             config.delay(),
+            config.master_token().cloned(),
         );
         let master_view = catch_up.master_view();
         tasks.spawn(supervised(
@@ -188,7 +191,11 @@ impl Application {
         let listener = startup::bind(config.listen).await?;
         Ok(Application {
             listener,
-            router: http::router(state),
+            router: replog_shell::http::require_token(
+                http::router(state),
+                config.http.api_token.clone(),
+            ),
+            limits: config.http.limits(),
             stop,
             tasks,
             _data_dir: data_dir,
@@ -204,6 +211,13 @@ impl Application {
 
     /// Serves until stopped, then waits for the background tasks to wind down.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        startup::serve_until_stopped(self.listener, self.router, self.stop, self.tasks).await
+        startup::serve_until_stopped(
+            self.listener,
+            self.router,
+            self.limits,
+            self.stop,
+            self.tasks,
+        )
+        .await
     }
 }

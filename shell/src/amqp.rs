@@ -755,6 +755,18 @@ mod tests {
     }
 
     #[test]
+    fn amqps_urls_parse_for_a_tls_connection() {
+        let url =
+            AmqpUrl::parse("amqps://replog-master:s3cret@broker.example:5671/replog").unwrap();
+        assert!(url.expose().starts_with("amqps://"), "{}", url.expose());
+        assert!(!url.to_string().contains("s3cret"));
+        let uri: lapin::uri::AMQPUri = url.expose().parse().unwrap();
+        assert_eq!(uri.scheme, lapin::uri::AMQPScheme::AMQPS);
+        assert_eq!(uri.authority.port, 5671);
+        assert!(AmqpUrl::parse("http://broker.example").is_err());
+    }
+
+    #[test]
     fn a_heartbeat_is_added_unless_set() {
         let url = AmqpUrl::parse("amqp://guest:guest@localhost:5672/%2f").unwrap();
         assert!(url.expose().ends_with("?heartbeat=10"));

@@ -97,6 +97,8 @@ pub struct NodeClient {
     base: String,
     /// Connection pool with the per-request timeout.
     http: reqwest::Client,
+    /// Sent as `Authorization: Bearer` on every request when set (a node's `--api-token`).
+    token: Option<String>,
 }
 
 /// The page size used when reading a whole log.
@@ -119,6 +121,32 @@ impl NodeClient {
         NodeClient {
             base: base_url.trim_end_matches('/').to_owned(),
             http,
+            token: None,
+        }
+    }
+
+    /// The same client presenting `token` (a node's `--api-token`) on every request.
+    pub fn with_token(mut self, token: impl Into<String>) -> NodeClient {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// The same client presenting no token.
+    pub fn without_token(mut self) -> NodeClient {
+        self.token = None;
+        self
+    }
+
+    /// A request to `url` with the token, if this client has one.
+    fn request(
+        &self,
+        method: reqwest::Method,
+        url: impl reqwest::IntoUrl,
+    ) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, url);
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
         }
     }
 
@@ -130,8 +158,7 @@ impl NodeClient {
     /// `POST /messages`.
     pub async fn post_message(&self, write: &Write) -> Result<WriteOutcome, RequestError> {
         let response = self
-            .http
-            .post(format!("{}/messages", self.base))
+            .request(reqwest::Method::POST, format!("{}/messages", self.base))
             .json(write)
             .send()
             .await
@@ -181,16 +208,16 @@ impl NodeClient {
         Ok(page.messages)
     }
 
-    /// The whole log, page by page.
+    /// The whole log, page by page until a page comes back empty (a node may end a page
+    /// short of the limit to bound its bytes).
     pub async fn all_messages(&self) -> Result<Vec<EntryMessage>, RequestError> {
         let mut all = Vec::new();
         loop {
             let page = self.messages_page(all.len() as u64 + 1, PAGE).await?;
-            let short = (page.len() as u64) < PAGE;
-            all.extend(page);
-            if short {
+            if page.is_empty() {
                 return Ok(all);
             }
+            all.extend(page);
         }
     }
 
@@ -235,8 +262,7 @@ impl NodeClient {
             .pop_if_empty()
             .push(message_id);
         let response = self
-            .http
-            .get(url)
+            .request(reqwest::Method::GET, url)
             .send()
             .await
             .map_err(RequestError::from_reqwest)?;
@@ -295,8 +321,10 @@ impl NodeClient {
         path_and_query: &str,
     ) -> Result<T, RequestError> {
         let response = self
-            .http
-            .get(format!("{}{path_and_query}", self.base))
+            .request(
+                reqwest::Method::GET,
+                format!("{}{path_and_query}", self.base),
+            )
             .send()
             .await
             .map_err(RequestError::from_reqwest)?;
@@ -373,9 +401,7 @@ impl NodeClient {
         body: Option<String>,
         content_type: Option<&str>,
     ) -> Result<RawResponse, RequestError> {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path_and_query}", self.base));
+        let mut request = self.request(method, format!("{}{path_and_query}", self.base));
         if let Some(body) = body {
             request = request.body(body);
         }

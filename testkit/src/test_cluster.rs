@@ -73,6 +73,8 @@ pub struct TestClusterBuilder {
     /// A namespace chosen by the test (e.g. to create broker users for it first); a fresh
     /// one otherwise.
     namespace: Option<String>,
+    /// The `--api-token` of every node, which the cluster's clients present.
+    token: Option<String>,
 }
 
 impl TestClusterBuilder {
@@ -149,6 +151,15 @@ impl TestClusterBuilder {
         self
     }
 
+    /// `--api-token` for every node (through `REPLOG_API_TOKEN`, so it is not on a command
+    /// line): the clients [`TestCluster::master`] and [`TestCluster::secondary`] hand out
+    /// present it, and the secondaries use it for catch-up from the master.
+    pub fn api_token(mut self, token: &str) -> Self {
+        self.token = Some(token.to_owned());
+        self.master_env("REPLOG_API_TOKEN", token)
+            .secondary_env("REPLOG_API_TOKEN", token)
+    }
+
     /// `--queue-type` for the master and every secondary.
     pub fn queue_type(mut self, kind: &str) -> Self {
         self.spec.queue_type = Some(kind.to_owned());
@@ -201,6 +212,7 @@ impl TestClusterBuilder {
             spec: self.spec,
             binaries,
             http,
+            token: self.token,
             _guard: guard,
         }
     }
@@ -217,6 +229,8 @@ pub struct TestCluster {
     binaries: Binaries,
     /// One connection pool for every client this cluster hands out.
     http: reqwest::Client,
+    /// The nodes' `--api-token`, presented by every client this cluster hands out.
+    token: Option<String>,
     /// Deletes the namespace from the broker once the nodes are dead.
     _guard: NamespaceGuard,
 }
@@ -229,6 +243,7 @@ impl TestCluster {
         TestClusterBuilder {
             spec,
             namespace: None,
+            token: None,
         }
     }
 
@@ -249,12 +264,26 @@ impl TestCluster {
 
     /// A client for the master; its URL holds across the master's restarts.
     pub fn master(&self) -> NodeClient {
-        NodeClient::with_client(self.cluster.master.url(), self.http.clone())
+        self.client(NodeClient::with_client(
+            self.cluster.master.url(),
+            self.http.clone(),
+        ))
     }
 
     /// A client for a started secondary, valid until it restarts.
     pub fn secondary(&self, id: &str) -> NodeClient {
-        NodeClient::with_client(self.secondary_node(id).url(), self.http.clone())
+        self.client(NodeClient::with_client(
+            self.secondary_node(id).url(),
+            self.http.clone(),
+        ))
+    }
+
+    /// `client` with the cluster's token, if it has one.
+    fn client(&self, client: NodeClient) -> NodeClient {
+        match &self.token {
+            Some(token) => client.with_token(token.clone()),
+            None => client,
+        }
     }
 
     /// The master's process.
@@ -332,7 +361,7 @@ impl TestCluster {
         std::iter::once(&self.cluster.master)
             .chain(secondaries)
             .map(|node| {
-                let client = NodeClient::with_client(node.url(), self.http.clone());
+                let client = self.client(NodeClient::with_client(node.url(), self.http.clone()));
                 (node.name().to_owned(), client)
             })
             .collect()

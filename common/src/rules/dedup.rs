@@ -5,6 +5,10 @@
 //! [`Sequencer`](super::sequencer::Sequencer)'s. It keeps a [`DedupIndex`] of its most recent
 //! entries only (a second's worth at most); the master moves those keys to its on-disk index
 //! about once a second, so memory does not grow with the log.
+//!
+//! Contents are keyed by a [`ContentDigest`], never by the content itself: a second's worth of
+//! 1 MiB entries would otherwise be held twice. This crate does no hashing; the master passes
+//! the digest function in ([`Digest`]), the one its on-disk index uses (BLAKE3).
 
 use crate::entry::Entry;
 use crate::ids::{MessageId, Order};
@@ -52,8 +56,16 @@ impl std::fmt::Display for DedupMode {
     }
 }
 
-/// Maps recent entries' message ids (and, with [`DedupMode::Content`], their contents) to their
-/// positions: the in-memory half of the sequencer's lookup, and the batch of keys the master
+/// A fixed-size digest of an entry's content (the master's is BLAKE3-256): what content keys
+/// are, in memory and on disk. Two different contents with one digest are not expected to exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContentDigest(pub [u8; 32]);
+
+/// The function that digests a content; given by the node, since this crate does no hashing.
+pub type Digest = fn(&str) -> ContentDigest;
+
+/// Maps recent entries' message ids (and, with [`DedupMode::Content`], their contents' digests)
+/// to their positions: the in-memory half of the sequencer's lookup, and the batch of keys the master
 /// records on disk.
 #[derive(Debug)]
 pub struct DedupIndex {
@@ -61,18 +73,26 @@ pub struct DedupIndex {
     mode: DedupMode,
     /// Message id to position: always kept, since message ids are unique in the log.
     by_id: HashMap<MessageId, Order>,
-    /// Content to position, kept only with [`DedupMode::Content`].
-    by_content: HashMap<String, Order>,
+    /// Content digest to position, kept only with [`DedupMode::Content`].
+    by_content: HashMap<ContentDigest, Order>,
+    /// How a content becomes its key.
+    digest: Digest,
 }
 
 impl DedupIndex {
-    /// An empty index.
-    pub fn new(mode: DedupMode) -> DedupIndex {
+    /// An empty index whose content keys (with [`DedupMode::Content`]) are made by `digest`.
+    pub fn new(mode: DedupMode, digest: Digest) -> DedupIndex {
         DedupIndex {
             mode,
             by_id: HashMap::new(),
             by_content: HashMap::new(),
+            digest,
         }
+    }
+
+    /// The digest of `content`, as this index keys it.
+    pub fn digest(&self, content: &str) -> ContentDigest {
+        (self.digest)(content)
     }
 
     /// What makes two writes the same entry for this index.
@@ -85,12 +105,12 @@ impl DedupIndex {
         self.by_id.get(message_id).copied()
     }
 
-    /// Where the first entry with this content stands, if it is here and contents are keys
-    /// ([`DedupMode::Content`]).
-    pub fn find_content(&self, content: &str) -> Option<Order> {
+    /// Where the first entry whose content has this digest stands, if it is here and contents
+    /// are keys ([`DedupMode::Content`]).
+    pub fn find_content(&self, digest: &ContentDigest) -> Option<Order> {
         match self.mode {
             DedupMode::Id => None,
-            DedupMode::Content => self.by_content.get(content).copied(),
+            DedupMode::Content => self.by_content.get(digest).copied(),
         }
     }
 
@@ -101,7 +121,7 @@ impl DedupIndex {
             .or_insert(entry.order);
         if self.mode == DedupMode::Content {
             self.by_content
-                .entry(entry.content.clone())
+                .entry(self.digest(&entry.content))
                 .or_insert(entry.order);
         }
     }
@@ -111,11 +131,11 @@ impl DedupIndex {
         self.by_id.iter().map(|(id, order)| (id, *order))
     }
 
-    /// The contents it holds (only with [`DedupMode::Content`]), with their orders.
-    pub fn contents(&self) -> impl Iterator<Item = (&str, Order)> {
+    /// The content digests it holds (only with [`DedupMode::Content`]), with their orders.
+    pub fn contents(&self) -> impl Iterator<Item = (&ContentDigest, Order)> {
         self.by_content
             .iter()
-            .map(|(content, order)| (content.as_str(), *order))
+            .map(|(digest, order)| (digest, *order))
     }
 
     /// Forgets every entry.
@@ -135,6 +155,21 @@ impl DedupIndex {
     }
 }
 
+/// A digest for tests of the rules (this crate does no cryptographic hashing): four salted
+/// runs of the standard library's hasher. Not collision-resistant against an adversary, so
+/// never used by a node.
+#[cfg(any(test, feature = "testing"))]
+pub fn test_digest(content: &str) -> ContentDigest {
+    use std::hash::{Hash, Hasher};
+    let mut digest = [0u8; 32];
+    for (salt, lane) in digest.chunks_mut(8).enumerate() {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (salt, content).hash(&mut hasher);
+        lane.copy_from_slice(&hasher.finish().to_le_bytes());
+    }
+    ContentDigest(digest)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,37 +182,57 @@ mod tests {
         MessageId::parse(raw).unwrap()
     }
 
+    /// The index of `mode` with the tests' digest.
+    fn index(mode: DedupMode) -> DedupIndex {
+        DedupIndex::new(mode, test_digest)
+    }
+
+    fn d(content: &str) -> ContentDigest {
+        test_digest(content)
+    }
+
+    #[test]
+    fn contents_are_held_as_digests_not_as_themselves() {
+        let mut index = index(DedupMode::Content);
+        let big = "x".repeat(1 << 20);
+        index.record(&entry(1, "a", &big));
+        assert_eq!(index.find_content(&d(&big)), Some(Order(1)));
+        let held: Vec<_> = index.contents().collect();
+        assert_eq!(held, [(&d(&big), Order(1))]);
+        assert_eq!(std::mem::size_of_val(held[0].0), 32);
+    }
+
     #[test]
     fn id_mode_keys_message_ids_only() {
-        let mut index = DedupIndex::new(DedupMode::Id);
+        let mut index = index(DedupMode::Id);
         index.record(&entry(1, "a", "hello"));
         assert_eq!(index.find_id(&id("a")), Some(Order(1)));
         assert_eq!(index.find_id(&id("b")), None);
-        assert_eq!(index.find_content("hello"), None, "content is no key");
+        assert_eq!(index.find_content(&d("hello")), None, "content is no key");
         assert_eq!(index.contents().count(), 0);
     }
 
     #[test]
     fn content_mode_keys_contents_too() {
-        let mut index = DedupIndex::new(DedupMode::Content);
+        let mut index = index(DedupMode::Content);
         index.record(&entry(1, "a", "hello"));
-        assert_eq!(index.find_content("hello"), Some(Order(1)));
-        assert_eq!(index.find_content("hello!"), None);
+        assert_eq!(index.find_content(&d("hello")), Some(Order(1)));
+        assert_eq!(index.find_content(&d("hello!")), None);
         assert_eq!(index.find_id(&id("a")), Some(Order(1)));
     }
 
     #[test]
     fn the_first_position_wins() {
-        let mut index = DedupIndex::new(DedupMode::Content);
+        let mut index = index(DedupMode::Content);
         index.record(&entry(1, "a", "x"));
         index.record(&entry(2, "b", "x"));
-        assert_eq!(index.find_content("x"), Some(Order(1)));
+        assert_eq!(index.find_content(&d("x")), Some(Order(1)));
         assert_eq!(index.len(), 2, "both entries stay findable by id");
     }
 
     #[test]
     fn it_lists_its_keys_and_forgets_them_on_clear() {
-        let mut index = DedupIndex::new(DedupMode::Content);
+        let mut index = index(DedupMode::Content);
         index.record(&entry(1, "a", "x"));
         index.record(&entry(2, "b", "x"));
         let ids: Vec<(String, Order)> = index
@@ -187,11 +242,11 @@ mod tests {
         assert_eq!(ids.len(), 2);
         assert!(ids.contains(&("b".to_owned(), Order(2))));
         // The first entry keeps a content key.
-        assert_eq!(index.contents().collect::<Vec<_>>(), [("x", Order(1))]);
+        assert_eq!(index.contents().collect::<Vec<_>>(), [(&d("x"), Order(1))]);
         index.clear();
         assert!(index.is_empty());
         assert_eq!(index.find_id(&id("a")), None);
-        assert_eq!(index.find_content("x"), None);
+        assert_eq!(index.find_content(&d("x")), None);
     }
 
     #[test]

@@ -17,7 +17,7 @@
 
 use crate::entry::Entry;
 use crate::ids::{MessageId, Order};
-use crate::rules::dedup::{DedupIndex, DedupMode};
+use crate::rules::dedup::{ContentDigest, DedupIndex, DedupMode, Digest};
 use std::time::{Duration, Instant};
 
 /// The keys of entries the sequencer no longer holds in memory (the master's on-disk index).
@@ -31,8 +31,9 @@ pub trait KnownKeys {
     /// Where the entry with this message id stands, if it is known.
     fn find_id(&self, message_id: &MessageId) -> Result<Option<Order>, Self::Error>;
 
-    /// Where the first entry with this content stands, if contents are keys and it is known.
-    fn find_content(&self, content: &str) -> Result<Option<Order>, Self::Error>;
+    /// Where the first entry whose content has this digest stands, if contents are keys and
+    /// it is known.
+    fn find_content(&self, digest: &ContentDigest) -> Result<Option<Order>, Self::Error>;
 }
 
 /// One write to admit.
@@ -120,11 +121,17 @@ pub struct Sequencer {
 
 impl Sequencer {
     /// A sequencer for a log that ends at `last` (its keys all on disk already), deduplicating
-    /// by `mode`, starting its flush interval at `now`.
-    pub fn new(mode: DedupMode, last: Order, flush: DedupFlush, now: Instant) -> Sequencer {
+    /// by `mode` (contents keyed by `digest`), starting its flush interval at `now`.
+    pub fn new(
+        mode: DedupMode,
+        digest: Digest,
+        last: Order,
+        flush: DedupFlush,
+        now: Instant,
+    ) -> Sequencer {
         Sequencer {
             next: last.next(),
-            recent: DedupIndex::new(mode),
+            recent: DedupIndex::new(mode, digest),
             flush,
             flushed_at: now,
         }
@@ -180,12 +187,16 @@ impl Sequencer {
                 return Ok(Some(order));
             }
         }
-        if let Some(order) = self.recent.find_content(&write.content) {
-            return Ok(Some(order));
-        }
         match self.recent.mode() {
             DedupMode::Id => Ok(None),
-            DedupMode::Content => known.find_content(&write.content),
+            DedupMode::Content => {
+                // Digested once per write, for both lookups.
+                let digest = self.recent.digest(&write.content);
+                if let Some(order) = self.recent.find_content(&digest) {
+                    return Ok(Some(order));
+                }
+                known.find_content(&digest)
+            }
         }
     }
 
@@ -211,11 +222,16 @@ mod tests {
     use std::cell::RefCell;
     use std::collections::HashMap;
 
+    use crate::rules::dedup::test_digest;
+
     /// Keys "on disk": a map, a log of the lookups made, and an optional failure.
     #[derive(Default)]
     struct Disk {
         ids: HashMap<String, Order>,
-        contents: HashMap<String, Order>,
+        /// Content digests, with the content they stand for (for the lookup log).
+        contents: HashMap<ContentDigest, (String, Order)>,
+        /// Contents named in the lookup log though not on disk.
+        names: HashMap<ContentDigest, String>,
         looked_up: RefCell<Vec<String>>,
         broken: bool,
     }
@@ -229,8 +245,15 @@ mod tests {
             self
         }
 
+        /// Names a content in the lookup log without putting it on disk.
+        fn naming(mut self, content: &str) -> Disk {
+            self.names.insert(test_digest(content), content.into());
+            self
+        }
+
         fn with_content(mut self, content: &str, order: u64) -> Disk {
-            self.contents.insert(content.into(), Order(order));
+            self.contents
+                .insert(test_digest(content), (content.into(), Order(order)));
             self
         }
     }
@@ -248,14 +271,17 @@ mod tests {
             Ok(self.ids.get(message_id.as_str()).copied())
         }
 
-        fn find_content(&self, content: &str) -> Result<Option<Order>, Broken> {
-            self.looked_up
-                .borrow_mut()
-                .push(format!("content:{content}"));
+        fn find_content(&self, digest: &ContentDigest) -> Result<Option<Order>, Broken> {
+            let known = self.contents.get(digest);
+            let name = known
+                .map(|(content, _)| content.as_str())
+                .or(self.names.get(digest).map(String::as_str))
+                .unwrap_or("<unknown>");
+            self.looked_up.borrow_mut().push(format!("content:{name}"));
             if self.broken {
                 return Err(Broken);
             }
-            Ok(self.contents.get(content).copied())
+            Ok(known.map(|(_, order)| *order))
         }
     }
 
@@ -272,7 +298,13 @@ mod tests {
     }
 
     fn sequencer(mode: DedupMode, last: u64) -> Sequencer {
-        Sequencer::new(mode, Order(last), DedupFlush::default(), Instant::now())
+        Sequencer::new(
+            mode,
+            test_digest,
+            Order(last),
+            DedupFlush::default(),
+            Instant::now(),
+        )
     }
 
     fn order(admitted: Admitted) -> (bool, Order) {
@@ -411,7 +443,8 @@ mod tests {
     #[test]
     fn fresh_ids_are_never_looked_up() {
         let mut seq = sequencer(DedupMode::Content, 0);
-        let disk = Disk::default();
+        // Known to the lookup log by name only; neither is on disk.
+        let disk = Disk::default().naming("x").naming("y");
         let write = fresh("x");
         let fresh_id = write.message_id.clone();
         seq.admit(write, &disk).unwrap();
@@ -456,7 +489,7 @@ mod tests {
             interval: Duration::from_secs(1),
             entries: 3,
         };
-        let mut seq = Sequencer::new(DedupMode::Id, Order::ZERO, flush, start);
+        let mut seq = Sequencer::new(DedupMode::Id, test_digest, Order::ZERO, flush, start);
         let disk = Disk::default();
         let later = start + Duration::from_secs(5);
         assert!(!seq.flush_due(later), "nothing to move");

@@ -1,12 +1,15 @@
 //! HTTP pieces both nodes serve the same way: the one error type with its JSON body
 //! ([`error`]) and `GET /messages` paging (here, with the streamed body in `page_body`),
-//! including read-your-writes (`min_order` and `wait_ms`, see [`ReadAfter`]).
+//! including read-your-writes (`min_order` and `wait_ms`, see [`ReadAfter`]), and the API
+//! token check ([`auth`]).
 
+pub mod auth;
 mod error;
 mod page_body;
 
+pub use auth::{require_token, ApiToken};
 pub use error::{error_response, HttpError, NodeApi};
-pub use page_body::ChunkError;
+pub use page_body::{ChunkError, CHUNK_BYTES, PAGE_BYTES};
 
 use crate::store::LogStore;
 use axum::extract::rejection::QueryRejection;
@@ -235,7 +238,8 @@ fn check_reached(after: ReadAfter, end: Order) -> Result<(), PageError> {
 /// Reads the first chunk and streams the page.
 async fn respond(store: Arc<dyn LogStore>, page: PageRequest) -> Result<Response, PageError> {
     let last = page.last_in(store.last_order()).unwrap_or(Order::ZERO);
-    let first_chunk = page_body::read_chunk(&store, page.from, last).await?;
+    let first_chunk =
+        page_body::read_chunk(&store, page.from, last, page_body::FIRST_CHUNK_ENTRIES).await?;
     let body = page_body::PageBody::new(store, page.from, last, first_chunk).into_body();
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }

@@ -2,7 +2,10 @@
 //! at a time, so a page of the whole log costs the memory of one chunk, not of the whole log.
 //!
 //! The page ends where the log ended when the request came, so a busy log does not hold the
-//! response open. A store error after the first chunk can no longer change the status (200 is
+//! response open, or earlier, once it holds [`PAGE_BYTES`] of entries: a client that reads a
+//! page whole (catch-up, refill) never gets a gigabyte because entries are large; it asks again
+//! from the order after the last one it got, until a page comes back empty. Chunks are bounded
+//! the same way: each read is sized from the entries' sizes so far to about [`CHUNK_BYTES`]. A store error after the first chunk can no longer change the status (200 is
 //! sent): the body is cut off, which a client sees as a broken response, never as valid JSON
 //! with entries missing.
 
@@ -38,6 +41,16 @@ pub enum ChunkError {
 /// Most entries read from the store for one piece of the body.
 pub(crate) const CHUNK_ENTRIES: usize = 256;
 
+/// Entries read for the first piece, before anything is known of their sizes.
+pub(crate) const FIRST_CHUNK_ENTRIES: usize = 8;
+
+/// About how many bytes of entries one piece of the body holds in memory.
+pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// A page ends after the entry that takes it past this many bytes (at least one entry is
+/// always sent, so a client always moves on).
+pub const PAGE_BYTES: usize = 4 << 20;
+
 /// Where a streamed page stands.
 pub(crate) struct PageBody {
     store: Arc<dyn LogStore>,
@@ -53,6 +66,10 @@ pub(crate) struct PageBody {
     any_entry: bool,
     /// The closing `]}` is sent: nothing follows.
     finished: bool,
+    /// Bytes of entries sent so far, against [`PAGE_BYTES`].
+    sent: usize,
+    /// How many entries the next read asks for, sized to about [`CHUNK_BYTES`].
+    chunk_entries: usize,
 }
 
 impl PageBody {
@@ -72,6 +89,8 @@ impl PageBody {
             opened: false,
             any_entry: false,
             finished: false,
+            sent: 0,
+            chunk_entries: FIRST_CHUNK_ENTRIES,
         }
     }
 
@@ -95,13 +114,13 @@ impl PageBody {
         Body::from_stream(stream)
     }
 
-    /// The next entries to send: the first chunk, then reads of at most [`CHUNK_ENTRIES`]
-    /// until `last`. Empty when the page is complete.
+    /// The next entries to send: the first chunk, then reads of about [`CHUNK_BYTES`] (at most
+    /// [`CHUNK_ENTRIES`]) until `last`. Empty when the page is complete.
     async fn take_chunk(&mut self) -> Result<Vec<Entry>, ChunkError> {
         if let Some(first) = self.first_chunk.take() {
             return Ok(first);
         }
-        read_chunk(&self.store, self.next, self.last).await
+        read_chunk(&self.store, self.next, self.last, self.chunk_entries).await
     }
 
     /// Encodes `chunk` as the next piece of JSON; an empty chunk closes the document.
@@ -111,14 +130,26 @@ impl PageBody {
             out.extend_from_slice(br#"{"messages":["#);
             self.opened = true;
         }
+        let start = out.len();
         for entry in chunk.iter().take_while(|entry| entry.order <= self.last) {
             if self.any_entry {
                 out.push(b',');
             }
+            let before = out.len();
             serde_json::to_writer(&mut out, &EntryMessage::from(entry))
                 .expect("an entry always encodes as JSON");
             self.any_entry = true;
             self.next = entry.order.next();
+            self.sent += out.len() - before;
+            if self.sent >= PAGE_BYTES {
+                // The page ends here; the client asks again from `next`.
+                self.last = entry.order;
+                break;
+            }
+        }
+        if !chunk.is_empty() {
+            let per_entry = (out.len() - start) / chunk.len();
+            self.chunk_entries = next_chunk_entries(per_entry);
         }
         if chunk.is_empty() || self.next > self.last {
             out.extend_from_slice(b"]}");
@@ -128,14 +159,22 @@ impl PageBody {
     }
 }
 
-/// Reads the next chunk of a page, from `next` up to `last` inclusive, on the blocking pool
-/// (a durable store reads from disk), and checks it; empty when `next` is beyond `last`.
+/// How many entries to read next when each takes about `per_entry` bytes: about
+/// [`CHUNK_BYTES`], from 1 to [`CHUNK_ENTRIES`].
+fn next_chunk_entries(per_entry: usize) -> usize {
+    (CHUNK_BYTES / per_entry.max(1)).clamp(1, CHUNK_ENTRIES)
+}
+
+/// Reads the next chunk of a page, at most `most` entries from `next` up to `last` inclusive,
+/// on the blocking pool (a durable store reads from disk), and checks it; empty when `next` is
+/// beyond `last`.
 pub(crate) async fn read_chunk(
     store: &Arc<dyn LogStore>,
     next: Order,
     last: Order,
+    most: usize,
 ) -> Result<Vec<Entry>, ChunkError> {
-    let wanted = chunk_len(next, last);
+    let wanted = chunk_len(next, last).min(most);
     if wanted == 0 {
         return Ok(Vec::new());
     }
@@ -329,5 +368,32 @@ mod tests {
         assert_eq!(chunk_len(Order(1), Order::ZERO), 0);
         assert_eq!(chunk_len(Order(5), Order(5)), 1);
         assert_eq!(chunk_len(Order(1), Order(10_000)), CHUNK_ENTRIES);
+    }
+
+    #[test]
+    fn chunks_are_sized_to_about_a_mebibyte() {
+        assert_eq!(next_chunk_entries(100), CHUNK_ENTRIES);
+        assert_eq!(next_chunk_entries(CHUNK_BYTES / 4), 4);
+        assert_eq!(next_chunk_entries(CHUNK_BYTES * 8), 1);
+        assert_eq!(next_chunk_entries(0), CHUNK_ENTRIES);
+    }
+
+    #[tokio::test]
+    async fn a_page_of_large_entries_ends_after_the_byte_budget_and_the_rest_follows() {
+        let big = |order: u64| Entry {
+            content: "x".repeat(1 << 20),
+            ..Entry::sample(order)
+        };
+        let store = Arc::new(MemoryLog::new());
+        let entries: Vec<Entry> = (1..=10).map(big).collect();
+        store.append(&entries).unwrap();
+        let first = get(store.clone(), None, None).await;
+        // 1 MiB each plus JSON: the fourth entry takes the page past 4 MiB.
+        assert_eq!(first, entries[..4]);
+        let second = get(store.clone(), Some("5"), Some("1000")).await;
+        assert_eq!(second, entries[4..8]);
+        let third = get(store.clone(), Some("9"), None).await;
+        assert_eq!(third, entries[8..]);
+        assert!(get(store, Some("11"), None).await.is_empty());
     }
 }

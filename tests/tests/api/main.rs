@@ -36,6 +36,9 @@
 //! - [`read_your_writes`]: `GET /messages?min_order=&wait_ms=`.
 //! - [`entry_status`]: the master's `GET /messages/{message_id}`.
 //! - [`metrics`]: `GET /metrics` on every node, and the Grafana dashboard that reads them.
+//! - [`security_http`]: the API token on both nodes and for catch-up; ids that cannot forge
+//!   log lines.
+//! - [`shutdown`]: a stop is not held by a client reading a large page slowly.
 //!
 //! The broker is `REPLOG_AMQP_URL` (default the local RabbitMQ, guest/guest). A failed test
 //! prints the tail of every node's log and keeps the logs (the path is printed).
@@ -57,7 +60,9 @@ mod ordering;
 mod paging;
 mod read_your_writes;
 mod recovery;
+mod security_http;
 mod self_check;
+mod shutdown;
 mod startup;
 mod validation;
 mod wire_format;

@@ -392,3 +392,68 @@ async fn any_string_content_reaches_every_node_unchanged() {
         samples.iter().map(String::as_str).collect::<Vec<_>>()
     );
 }
+
+/// Zero and absurd intervals, timeouts and sizes are refused before a node does anything, with
+/// a message that names the flag and the range it takes.
+#[tokio::test(flavor = "multi_thread")]
+async fn zero_and_absurd_flags_are_refused_at_start_with_the_allowed_range() {
+    use replog_testkit::{Binaries, Profile};
+    let binaries = Binaries::get(Profile::of_this_build()).unwrap_or_else(|e| panic!("{e}"));
+    let cases: [(&std::path::Path, &[&str], &str); 7] = [
+        (&binaries.secondary, &["--heartbeat-ms", "0"], "1..=60000"),
+        (
+            &binaries.secondary,
+            &["--ack-interval-ms", "0"],
+            "1..=60000",
+        ),
+        (
+            &binaries.secondary,
+            &["--catchup-after-ms", "0"],
+            "1..=86400000",
+        ),
+        (&binaries.secondary, &["--prefetch", "0"], "1.."),
+        (
+            &binaries.master,
+            &["--confirm-timeout-ms", "0"],
+            "1..=86400000",
+        ),
+        (
+            &binaries.master,
+            &["--wc-timeout-ms", "86400001"],
+            "1..=86400000",
+        ),
+        (
+            &binaries.master,
+            &["--http-header-timeout-ms", "0"],
+            "100..=300000",
+        ),
+    ];
+    for (binary, args, allowed) in cases {
+        let mut command = tokio::process::Command::new(binary);
+        if binary == binaries.secondary {
+            command.args(["--id", "s1"]);
+        }
+        command
+            .args(args)
+            // Nothing else may be the reason it stops: no broker, no port, no data directory
+            // is reached before flags are checked.
+            .env("REPLOG_AMQP_URL", "amqp://127.0.0.1:1/%2f")
+            .env("REPLOG_LISTEN", "127.0.0.1:0")
+            .kill_on_drop(true);
+        let output = tokio::time::timeout(std::time::Duration::from_secs(10), command.output())
+            .await
+            .unwrap_or_else(|_| panic!("{args:?}: the node started instead of refusing"))
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} was accepted: {stderr}");
+        // The deprecated alias is reported under the flag's own name.
+        let flag = match args[0] {
+            "--ack-interval-ms" => "--heartbeat-ms",
+            other => other,
+        };
+        assert!(
+            stderr.contains(flag) && stderr.contains(allowed),
+            "{args:?}: the error must name {flag} and {allowed}: {stderr}"
+        );
+    }
+}
