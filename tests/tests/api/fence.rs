@@ -5,20 +5,9 @@
 use crate::helpers::{
     assert_created, messages, post, random_writes, wait_for, write, write_all, DEADLINE,
 };
+use crate::recovery::newest_segment;
 use replog_testkit::TestCluster;
 use std::fs;
-use std::path::{Path, PathBuf};
-
-/// The newest segment file of the log in a node's data directory.
-fn newest_segment(data_dir: &Path) -> PathBuf {
-    let mut segments: Vec<PathBuf> = fs::read_dir(data_dir.join("log"))
-        .unwrap_or_else(|error| panic!("no log in {}: {error}", data_dir.display()))
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
-        .collect();
-    segments.sort();
-    segments.pop().expect("the log has a segment")
-}
 
 /// The scenario 2, exactly: 100 writes w=3, the master killed, one byte in the middle
 /// of its newest segment damaged, the master restarted.

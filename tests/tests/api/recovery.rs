@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The newest segment file of the log in a node's data directory.
-fn newest_segment(data_dir: &Path) -> PathBuf {
+pub fn newest_segment(data_dir: &Path) -> PathBuf {
     let mut segments: Vec<PathBuf> = fs::read_dir(data_dir.join("log"))
         .unwrap_or_else(|error| panic!("no log in {}: {error}", data_dir.display()))
         .map(|entry| entry.unwrap().path())
