@@ -27,14 +27,17 @@ pub struct MasterConfig {
     pub broker: BrokerArgs,
 
     /// Ids of the secondaries, comma-separated. Their queues are declared at start, so entries
-    /// wait for a secondary that is down or not started yet.
+    /// wait for a secondary that is down or not started yet. An empty list (`""`) runs a master
+    /// alone: every write is `w=1`, durable on the master only (a baseline to measure against).
+    // `std::vec::Vec` spelled out: clap then parses the whole value with `parse_secondaries`
+    // instead of one item per comma, so that `""` can mean "none" (an item cannot be empty).
     #[arg(
         long,
         env = "REPLOG_SECONDARIES",
-        value_delimiter = ',',
-        default_value = "s1,s2"
+        default_value = "s1,s2",
+        value_parser = parse_secondaries
     )]
-    pub secondaries: Vec<NodeId>,
+    pub secondaries: std::vec::Vec<NodeId>,
 
     /// Write concern of a write that sets no `w` [default: all nodes, 1 + secondaries].
     #[arg(long, env = "REPLOG_DEFAULT_W")]
@@ -96,6 +99,15 @@ pub struct MasterConfig {
     /// directory: a second master on the same directory refuses to start.
     #[arg(long, env = "REPLOG_DATA_DIR", default_value = "data/master")]
     pub data_dir: std::path::PathBuf,
+}
+
+/// `--secondaries`: ids separated by commas, or nothing at all for a master alone. An empty
+/// item between commas (`s1,,s2`) is refused: it is a typo, not a request for fewer nodes.
+fn parse_secondaries(text: &str) -> Result<Vec<NodeId>, String> {
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    text.split(',').map(|id| id.trim().parse()).collect()
 }
 
 /// A configuration that cannot work.
@@ -219,6 +231,28 @@ mod tests {
         assert!(parse(&["--default-w", "0"]).validate().is_err());
         assert!(parse(&["--secondaries", "a,a"]).validate().is_err());
         assert!(MasterConfig::try_parse_from(["master", "--secondaries", "a.b"]).is_err());
+    }
+
+    #[test]
+    fn an_empty_list_of_secondaries_is_a_master_alone() {
+        let alone = parse(&["--secondaries", ""]);
+        assert!(alone.secondaries.is_empty());
+        assert_eq!(alone.max_w(), 1);
+        assert_eq!(alone.validate().unwrap(), 1);
+        assert!(parse(&["--secondaries", "", "--default-w", "2"])
+            .validate()
+            .is_err());
+        assert!(parse(&["--secondaries", "", "--quorum", "1"])
+            .validate()
+            .is_ok());
+        assert!(parse(&["--secondaries", "", "--quorum", "2"])
+            .validate()
+            .is_err());
+        let listed = parse(&["--secondaries", "s1, s2,s3"]);
+        let ids: Vec<&str> = listed.secondaries.iter().map(NodeId::as_str).collect();
+        assert_eq!(ids, ["s1", "s2", "s3"]);
+        assert!(MasterConfig::try_parse_from(["master", "--secondaries", "s1,,s2"]).is_err());
+        assert!(MasterConfig::try_parse_from(["master", "--secondaries", "s1,"]).is_err());
     }
 
     #[test]
