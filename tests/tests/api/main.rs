@@ -30,6 +30,8 @@
 //!   secondary's `/health` and `/ready`.
 //! - [`read_your_writes`]: `GET /messages?min_order=&wait_ms=`.
 //! - [`entry_status`]: the master's `GET /messages/{message_id}`.
+//! - [`scale`]: eight secondaries: `w=9` from concurrent clients, and `w=2` beside a slow one.
+//! - [`partitions`]: two logs on one broker as partitions of one keyspace, routed by key hash.
 //!
 //! The broker is `REPLOG_AMQP_URL` (default the local RabbitMQ, guest/guest). A failed test
 //! prints the tail of every node's log and keeps the logs (the path is printed).
@@ -46,8 +48,10 @@ mod helpers;
 mod membership;
 mod ordering;
 mod paging;
+mod partitions;
 mod read_your_writes;
 mod recovery;
+mod scale;
 mod self_check;
 mod startup;
 mod validation;
