@@ -43,6 +43,8 @@ pub struct Args {
     )]
     pub clients: String,
     /// Write concern: one value, or a comma-separated list of values run one after another.
+    /// `all` is every node of the started cluster (1 + its secondaries, for each
+    /// `--secondaries` count).
     #[arg(
         long,
         env = "REPLOG_BENCH_W",
@@ -72,9 +74,16 @@ pub struct Args {
     /// Queue type of the secondaries' queues, or a comma-separated list (`classic,quorum`).
     #[arg(long, env = "REPLOG_BENCH_QUEUE_TYPE", default_value = "classic")]
     pub queue_type: String,
-    /// Secondaries in the started cluster, and queues in the bare pipeline.
-    #[arg(long, env = "REPLOG_BENCH_SECONDARIES", default_value_t = 2)]
-    pub secondaries: usize,
+    /// Secondaries in the started cluster (and queues in the bare pipeline), or a
+    /// comma-separated list of counts run one after another. 0 starts a master alone
+    /// (`--secondaries ""`; replog only, w=1).
+    #[arg(long, env = "REPLOG_BENCH_SECONDARIES", default_value = "2")]
+    pub secondaries: String,
+    /// Independent logs (each a master with its own secondaries and broker namespace) started
+    /// side by side on the broker; each write goes to the log `partition_of(key, N)` picks
+    /// for a key of its own. Throughput is reported per log and in total.
+    #[arg(long, env = "REPLOG_BENCH_PARTITIONS", default_value_t = 1)]
+    pub partitions: usize,
     /// How many times to repeat the whole matrix; every run is reported.
     #[arg(long, env = "REPLOG_BENCH_RUNS", default_value_t = 1)]
     pub runs: usize,
@@ -93,6 +102,10 @@ pub struct Args {
     /// Write the markdown tables to this file (they are printed to stdout as well).
     #[arg(long, env = "REPLOG_BENCH_MARKDOWN")]
     pub markdown: Option<std::path::PathBuf>,
+    /// Write a one-table summary of the replog cells (secondaries, partitions, clients, w,
+    /// writes/s, latency, writes/s per partition) to this file.
+    #[arg(long, env = "REPLOG_BENCH_SUMMARY")]
+    pub summary: Option<std::path::PathBuf>,
 }
 
 /// Why the flags cannot be run.
@@ -120,15 +133,37 @@ fn invalid(flag: &'static str, message: impl Into<String>) -> ArgsError {
 pub enum WSpec {
     /// Every write asks for this `w`.
     Fixed(u64),
+    /// Every write asks for every node of the started cluster: resolved to a [`WSpec::Fixed`]
+    /// by [`WSpec::resolve`] once the number of secondaries is known.
+    All,
     /// Each write draws its `w` with these weights (normalised to sum to 1).
     Mix(Vec<(u64, f64)>),
 }
 
 impl WSpec {
-    /// A `w` for one write, given a uniform draw from `[0, 1)`.
+    /// `all` as `1 + secondaries`; anything else as it is.
+    pub fn resolve(&self, secondaries: usize) -> WSpec {
+        match self {
+            WSpec::All => WSpec::Fixed(secondaries as u64 + 1),
+            other => other.clone(),
+        }
+    }
+
+    /// The largest `w` a write of this cell may ask for (`None` for `all`: every node).
+    pub fn max_w(&self) -> Option<u64> {
+        match self {
+            WSpec::Fixed(w) => Some(*w),
+            WSpec::All => None,
+            WSpec::Mix(weights) => weights.iter().map(|(w, _)| *w).max(),
+        }
+    }
+
+    /// A `w` for one write, given a uniform draw from `[0, 1)`. `all` must have been resolved
+    /// ([`WSpec::resolve`]); unresolved it asks for 1.
     pub fn pick(&self, draw: f64) -> u64 {
         match self {
             WSpec::Fixed(w) => *w,
+            WSpec::All => 1,
             WSpec::Mix(weights) => {
                 let mut left = draw;
                 for (w, weight) in weights {
@@ -142,10 +177,11 @@ impl WSpec {
         }
     }
 
-    /// How the cell is labelled in the tables: `3`, or `1:0.50+3:0.50`.
+    /// How the cell is labelled in the tables: `3`, `all`, or `1:0.50+3:0.50`.
     pub fn label(&self) -> String {
         match self {
             WSpec::Fixed(w) => w.to_string(),
+            WSpec::All => "all".to_owned(),
             WSpec::Mix(weights) => weights
                 .iter()
                 .map(|(w, weight)| format!("{w}:{weight:.2}"))
@@ -244,8 +280,10 @@ pub struct Plan {
     pub size: usize,
     /// Queue types, one set of cells each.
     pub queue_types: Vec<QueueKind>,
-    /// Secondaries (queues of the bare pipeline).
-    pub secondaries: usize,
+    /// Secondary counts (queues of the bare pipeline), one set of cells each.
+    pub secondaries: Vec<usize>,
+    /// Independent logs started side by side, writes routed by key hash.
+    pub partitions: usize,
     /// Repetitions of the whole matrix.
     pub runs: usize,
     /// The bare publisher's confirm window.
@@ -261,6 +299,8 @@ pub struct Plan {
 pub const MAX_CLIENTS: usize = 10_000;
 /// The most secondaries.
 pub const MAX_SECONDARIES: usize = 16;
+/// The most partitions (each a whole cluster of processes on this machine).
+pub const MAX_PARTITIONS: usize = 8;
 
 impl Args {
     /// Validates the flags into a plan.
@@ -274,17 +314,26 @@ impl Args {
             }
             Ok(n)
         })?;
-        if self.secondaries > MAX_SECONDARIES {
-            return Err(invalid(
-                "secondaries",
-                format!("at most {MAX_SECONDARIES}, got {}", self.secondaries),
-            ));
-        }
+        let secondaries = parse_list(&self.secondaries, "secondaries", |text| {
+            let n: usize = text
+                .parse()
+                .map_err(|_| format!("{text:?} is not a count"))?;
+            if n > MAX_SECONDARIES {
+                return Err(format!("at most {MAX_SECONDARIES}, got {n}"));
+            }
+            Ok(n)
+        })?;
         let raw = self.raw || self.raw_only;
-        if raw && self.secondaries == 0 {
+        if raw && secondaries.contains(&0) {
             return Err(invalid(
                 "secondaries",
                 "the bare pipeline needs at least one queue (1 or more)",
+            ));
+        }
+        if self.partitions == 0 || self.partitions > MAX_PARTITIONS {
+            return Err(invalid(
+                "partitions",
+                format!("from 1 to {MAX_PARTITIONS}, got {}", self.partitions),
             ));
         }
         let target = match &self.master {
@@ -305,17 +354,31 @@ impl Args {
             }
             None => Target::Start,
         };
+        if let Target::Running { .. } = target {
+            if self.partitions > 1 {
+                return Err(invalid(
+                    "partitions",
+                    "only for clusters started here (a running master is one log)",
+                ));
+            }
+            if secondaries.len() > 1 {
+                return Err(invalid(
+                    "secondaries",
+                    "one count with --master (the running cluster has the secondaries it has)",
+                ));
+            }
+        }
         // With a running master the number of secondaries is the master's business; without
-        // one, w may not exceed the cluster this tool starts.
+        // one, w may not exceed the smallest cluster this tool starts.
+        let fewest = secondaries.iter().copied().min().unwrap_or(0);
         let max_w = match &target {
-            Target::Start => self.secondaries as u64 + 1,
+            Target::Start => fewest as u64 + 1,
             Target::Running { .. } => u64::MAX,
         };
         let check_w = |w: u64| {
             if w == 0 || w > max_w {
                 Err(format!(
-                    "w={w} is outside 1..={max_w} (the master plus {} secondaries)",
-                    self.secondaries
+                    "w={w} is outside 1..={max_w} (the master plus {fewest} secondaries)"
                 ))
             } else {
                 Ok(w)
@@ -324,9 +387,18 @@ impl Args {
         let w = match &self.w_mix {
             Some(mix) => vec![parse_mix(mix, check_w)?],
             None => parse_list(&self.w, "w", |text| {
+                if text == "all" {
+                    return match target {
+                        Target::Start => Ok(WSpec::All),
+                        Target::Running { .. } => Err(
+                            "`all` only for a cluster started here; give a number with --master"
+                                .to_owned(),
+                        ),
+                    };
+                }
                 let w = text
                     .parse()
-                    .map_err(|_| format!("{text:?} is not a write concern"))?;
+                    .map_err(|_| format!("{text:?} is not a write concern (a number or `all`)"))?;
                 check_w(w).map(WSpec::Fixed)
             })?,
         };
@@ -386,7 +458,8 @@ impl Args {
             stop,
             size: self.size,
             queue_types,
-            secondaries: self.secondaries,
+            secondaries,
+            partitions: self.partitions,
             runs: self.runs,
             window: self.window,
             prefetch: self.prefetch,
@@ -590,7 +663,38 @@ mod tests {
         refused(&["--size", "0"], "size");
         refused(&["--runs", "0"], "runs");
         refused(&["--raw", "--secondaries", "0"], "secondaries");
+        refused(&["--raw", "--secondaries", "2,0"], "secondaries");
+        refused(&["--secondaries", "17"], "secondaries");
+        refused(&["--secondaries", "0", "--w", "2"], "w");
+        refused(&["--secondaries", "1,4", "--w", "3"], "w");
+        refused(&["--partitions", "0"], "partitions");
+        refused(&["--partitions", "9"], "partitions");
+        refused(&["--master", "http://m", "--partitions", "2"], "partitions");
+        refused(&["--master", "http://m", "--w", "all"], "w");
+        refused(
+            &["--master", "http://m", "--secondaries", "1,2"],
+            "secondaries",
+        );
         refused(&["--secondary-urls", "http://x"], "secondary-urls");
+    }
+
+    #[test]
+    fn all_is_every_node_of_each_cluster_size() {
+        let plan = plan(&["--secondaries", "1,2,4,8", "--w", "all,2"]).unwrap();
+        assert_eq!(plan.secondaries, vec![1, 2, 4, 8]);
+        assert_eq!(plan.w, vec![WSpec::All, WSpec::Fixed(2)]);
+        assert_eq!(plan.w[0].resolve(8), WSpec::Fixed(9));
+        assert_eq!(plan.w[0].resolve(0), WSpec::Fixed(1));
+        assert_eq!(plan.w[1].resolve(8), WSpec::Fixed(2));
+        assert_eq!(plan.w[0].label(), "all");
+        assert_eq!(plan.partitions, 1);
+    }
+
+    #[test]
+    fn a_master_alone_and_partitions() {
+        let plan = plan(&["--secondaries", "0,2", "--w", "1", "--partitions", "3"]).unwrap();
+        assert_eq!(plan.secondaries, vec![0, 2]);
+        assert_eq!(plan.partitions, 3);
     }
 
     #[test]

@@ -21,8 +21,8 @@ use args::{Plan, Target};
 use report::{Cell, Lag, Ratios, System};
 use stats::Latency;
 
-/// Runs every cell of `plan`, in order: for each run, queue type and client count, the bare
-/// pipeline first, then replog for each `w`. A cell that cannot run is reported with its error
+/// Runs every cell of `plan`, in order: for each run, queue type, number of secondaries and
+/// client count, the bare pipeline first, then replog for each `w`. A cell that cannot run is reported with its error
 /// and the rest go on. `progress` sees each cell as it finishes.
 pub async fn run(plan: &Plan, mut progress: impl FnMut(&Cell)) -> Result<Vec<Cell>, String> {
     let binaries = if plan.replog && plan.target == Target::Start {
@@ -39,11 +39,22 @@ pub async fn run(plan: &Plan, mut progress: impl FnMut(&Cell)) -> Result<Vec<Cel
     let mut cells = Vec::new();
     for run in 1..=plan.runs {
         for &queue_type in &plan.queue_types {
-            for &clients in &plan.clients {
+            for (&secondaries, &clients) in plan
+                .secondaries
+                .iter()
+                .flat_map(|n| plan.clients.iter().map(move |c| (n, c)))
+            {
                 let empty = |system: System, w: String| Cell {
                     run,
                     system,
                     queue_type,
+                    secondaries,
+                    partitions: if system == System::Raw {
+                        1
+                    } else {
+                        plan.partitions
+                    },
+                    per_partition: Vec::new(),
                     clients,
                     w,
                     pace: plan.pace.label(),
@@ -64,7 +75,7 @@ pub async fn run(plan: &Plan, mut progress: impl FnMut(&Cell)) -> Result<Vec<Cel
                     let spec = raw::RawSpec {
                         amqp_url: plan.amqp_url.clone(),
                         queue_type,
-                        consumers: plan.secondaries,
+                        consumers: secondaries,
                         window: plan.window,
                         prefetch: plan.prefetch,
                         size: plan.size,
@@ -101,10 +112,11 @@ pub async fn run(plan: &Plan, mut progress: impl FnMut(&Cell)) -> Result<Vec<Cel
                         target: plan.target.clone(),
                         amqp_url: plan.amqp_url.clone(),
                         queue_type,
-                        secondaries: plan.secondaries,
+                        secondaries,
+                        partitions: plan.partitions,
                         size: plan.size,
                         clients,
-                        w: w.clone(),
+                        w: w.resolve(secondaries),
                         pace: plan.pace,
                         stop: plan.stop,
                         timeout: plan.timeout,
@@ -114,6 +126,17 @@ pub async fn run(plan: &Plan, mut progress: impl FnMut(&Cell)) -> Result<Vec<Cel
                         Ok(mut measured) => {
                             fill(&mut cell, &mut measured.outcome);
                             cell.catch_up_ms = measured.catch_up.map(|d| d.as_secs_f64() * 1000.0);
+                            cell.per_partition = measured
+                                .per_partition
+                                .iter()
+                                .map(|&answered| {
+                                    if cell.elapsed_s > 0.0 {
+                                        answered as f64 / cell.elapsed_s
+                                    } else {
+                                        0.0
+                                    }
+                                })
+                                .collect();
                             cell.lag = measured
                                 .lag
                                 .into_iter()

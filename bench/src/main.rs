@@ -6,6 +6,8 @@
 //! cargo run --release -p replog-bench --bin load -- --raw --clients 1,16,64 --w 1,2,3 \
 //!     --queue-type classic,quorum --duration 10s --markdown out.md --json out.json
 //! cargo run --release -p replog-bench --bin load -- --master http://127.0.0.1:8000 --writes 20000 --concurrency 64 --w 3
+//! cargo run --release -p replog-bench --bin load -- --secondaries 1,2,4,8 --w all,2 --duration 8s --summary out.md
+//! cargo run --release -p replog-bench --bin load -- --secondaries 2 --partitions 2 --w 2
 //! ```
 
 use clap::Parser;
@@ -37,9 +39,10 @@ async fn main() {
                 cell.w
             ),
             _ => eprintln!(
-                "run {} {} C={} {system} w={}: {} ok, {} failed, {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                "run {} {} N={} C={} {system} w={}: {} ok, {} failed, {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
                 cell.run,
                 cell.queue_type.name(),
+                cell.secondaries,
                 cell.clients,
                 cell.w,
                 cell.ok,
@@ -62,6 +65,12 @@ async fn main() {
     println!("{markdown}");
     if let Some(path) = &args.markdown {
         if let Err(error) = std::fs::write(path, &markdown) {
+            eprintln!("load: cannot write {}: {error}", path.display());
+            std::process::exit(1);
+        }
+    }
+    if let Some(path) = &args.summary {
+        if let Err(error) = std::fs::write(path, report::summary(&cells)) {
             eprintln!("load: cannot write {}: {error}", path.display());
             std::process::exit(1);
         }

@@ -1,6 +1,7 @@
 //! replog through its HTTP API: a cluster of release nodes started here with fresh data
 //! directories and a namespace of its own (deleted from the broker afterwards), or a running
-//! master given by URL.
+//! master given by URL. With `--partitions N`, N such clusters (independent logs) side by side
+//! on the broker, each write sent to the log [`partition_of`] picks for a key of its own.
 //!
 //! Replication lag is sampled every 100 ms while the load runs: the master's `last_order`
 //! against each secondary's `applied` from its own `GET /health` (or, for a running master whose
@@ -12,8 +13,10 @@ use crate::driver::{drive, Outcome, WriteFn};
 use crate::stats::LagEntries;
 use futures_util::future::join_all;
 use futures_util::FutureExt;
+use replog_common::partition::partition_of;
 use replog_common::wire::http::WriteBody;
 use replog_testkit::{Binaries, Cluster, ClusterSpec, NamespaceGuard, NodeClient};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -33,8 +36,10 @@ pub struct ReplogSpec {
     pub amqp_url: String,
     /// The queue type of a started cluster.
     pub queue_type: QueueKind,
-    /// Secondaries of a started cluster.
+    /// Secondaries of a started cluster (0: a master alone).
     pub secondaries: usize,
+    /// Independent logs started side by side (1 for a running master).
+    pub partitions: usize,
     /// Entry size in bytes.
     pub size: usize,
     /// Concurrent clients.
@@ -70,6 +75,17 @@ pub struct ReplogOutcome {
     /// From the last answer until every secondary held the master's last entry, if it did
     /// within a minute.
     pub catch_up: Option<Duration>,
+    /// Answered writes per log (partition), in partition order.
+    pub per_partition: Vec<u64>,
+}
+
+/// One log under load: its master and the secondaries whose lag is sampled.
+#[derive(Debug, Clone)]
+struct Log {
+    /// The master's base URL.
+    master: String,
+    /// `(name, url)` of each secondary; empty: the master's view of them.
+    secondaries: Vec<(String, String)>,
 }
 
 /// Why a replog cell could not run.
@@ -83,8 +99,8 @@ pub enum ReplogError {
     WarmUp(String),
 }
 
-/// Runs one cell; with [`Target::Start`], on a fresh cluster of `binaries` that is torn down
-/// (nodes killed, broker names and data directories deleted) afterwards.
+/// Runs one cell; with [`Target::Start`], on fresh clusters of `binaries` (one per partition)
+/// that are torn down (nodes killed, broker names and data directories deleted) afterwards.
 pub async fn run(
     spec: &ReplogSpec,
     binaries: Option<&Binaries>,
@@ -94,11 +110,14 @@ pub async fn run(
             master,
             secondaries,
         } => {
-            let secondaries = secondaries
-                .iter()
-                .map(|url| (url.clone(), url.clone()))
-                .collect();
-            measure(spec, master, secondaries, 1).await
+            let log = Log {
+                master: master.clone(),
+                secondaries: secondaries
+                    .iter()
+                    .map(|url| (url.clone(), url.clone()))
+                    .collect(),
+            };
+            measure(spec, vec![log], 1).await
         }
         Target::Start => {
             let binaries =
@@ -107,40 +126,78 @@ pub async fn run(
                 .prefix("replog-bench-")
                 .tempdir()
                 .map_err(|error| ReplogError::Start(format!("temporary directory: {error}")))?;
-            let mut cluster_spec =
-                ClusterSpec::new(dir.path().to_path_buf(), spec.amqp_url.clone());
-            cluster_spec.namespace = replog_testkit::unique_namespace("bench");
-            cluster_spec.secondaries = (1..=spec.secondaries).map(|i| format!("s{i}")).collect();
-            cluster_spec.queue_type = Some(spec.queue_type.name().to_owned());
-            // Armed before the first node starts, dropped after the last one is dead.
-            let guard = NamespaceGuard::new(
-                &cluster_spec.namespace,
-                &spec.amqp_url,
-                &cluster_spec.secondaries,
-            );
-            let outcome = match Cluster::start(&cluster_spec, binaries).await {
-                Ok(mut cluster) => {
-                    let master = cluster.master.url().to_owned();
-                    let secondaries = cluster
-                        .secondaries
+            let mut guards = Vec::new();
+            let mut clusters = Vec::new();
+            let mut started = Ok(());
+            for partition in 0..spec.partitions {
+                let cluster_dir = if spec.partitions == 1 {
+                    dir.path().to_path_buf()
+                } else {
+                    dir.path().join(format!("p{partition}"))
+                };
+                if let Err(error) = std::fs::create_dir_all(&cluster_dir) {
+                    started = Err(ReplogError::Start(format!(
+                        "{}: {error}",
+                        cluster_dir.display()
+                    )));
+                    break;
+                }
+                let mut cluster_spec = ClusterSpec::new(cluster_dir, spec.amqp_url.clone());
+                cluster_spec.namespace = replog_testkit::unique_namespace("bench");
+                cluster_spec.secondaries =
+                    (1..=spec.secondaries).map(|i| format!("s{i}")).collect();
+                cluster_spec.queue_type = Some(spec.queue_type.name().to_owned());
+                // Armed before the first node starts, dropped after the last one is dead.
+                guards.push(NamespaceGuard::new(
+                    &cluster_spec.namespace,
+                    &spec.amqp_url,
+                    &cluster_spec.secondaries,
+                ));
+                match Cluster::start(&cluster_spec, binaries).await {
+                    Ok(cluster) => clusters.push(cluster),
+                    Err(error) => {
+                        started = Err(ReplogError::Start(format!(
+                            "{error} (node logs in {})",
+                            dir.path().display()
+                        )));
+                        break;
+                    }
+                }
+            }
+            let outcome = match started {
+                Ok(()) => {
+                    let logs = clusters
                         .iter()
-                        .map(|node| (node.name().to_owned(), node.url().to_owned()))
+                        .enumerate()
+                        .map(|(partition, cluster)| Log {
+                            master: cluster.master.url().to_owned(),
+                            secondaries: cluster
+                                .secondaries
+                                .iter()
+                                .map(|node| {
+                                    let name = if spec.partitions == 1 {
+                                        node.name().to_owned()
+                                    } else {
+                                        format!("p{partition}/{}", node.name())
+                                    };
+                                    (name, node.url().to_owned())
+                                })
+                                .collect(),
+                        })
                         .collect();
                     let warm_up_w = spec.secondaries as u64 + 1;
-                    let outcome = measure(spec, &master, secondaries, warm_up_w).await;
-                    for node in cluster.secondaries.iter_mut() {
-                        let _ = node.kill9().await;
-                    }
-                    let _ = cluster.master.kill9().await;
-                    outcome
+                    measure(spec, logs, warm_up_w).await
                 }
-                Err(error) => Err(ReplogError::Start(format!(
-                    "{error} (node logs in {})",
-                    dir.path().display()
-                ))),
+                Err(error) => Err(error),
             };
-            // The guard's drop talks to the broker from a thread of its own and waits for it.
-            let _ = tokio::task::spawn_blocking(move || drop(guard)).await;
+            for cluster in clusters.iter_mut() {
+                for node in cluster.secondaries.iter_mut() {
+                    let _ = node.kill9().await;
+                }
+                let _ = cluster.master.kill9().await;
+            }
+            // The guards' drop talks to the broker from a thread of its own and waits for it.
+            let _ = tokio::task::spawn_blocking(move || drop(guards)).await;
             if outcome.is_err() {
                 // Keep the logs of a cluster that failed, for the error message's sake.
                 let _ = dir.keep();
@@ -150,11 +207,11 @@ pub async fn run(
     }
 }
 
-/// Loads `master`, sampling the lag of `secondaries` (`(name, url)`; none: the master's view).
+/// Loads the masters of `logs`, each write to the one its key's partition names, sampling
+/// every log's lag.
 async fn measure(
     spec: &ReplogSpec,
-    master: &str,
-    secondaries: Vec<(String, String)>,
+    logs: Vec<Log>,
     warm_up_w: u64,
 ) -> Result<ReplogOutcome, ReplogError> {
     let http = reqwest::Client::builder()
@@ -162,45 +219,86 @@ async fn measure(
         .timeout(spec.timeout)
         .build()
         .map_err(|error| ReplogError::Start(format!("HTTP client: {error}")))?;
-    let url: Arc<str> = format!("{master}/messages").into();
+    let urls: Arc<[Arc<str>]> = logs
+        .iter()
+        .map(|log| Arc::<str>::from(format!("{}/messages", log.master)))
+        .collect();
+    let answered: Arc<[AtomicU64]> = logs.iter().map(|_| AtomicU64::new(0)).collect();
+    let keys = Arc::new(AtomicU64::new(0));
     let content: Arc<str> = "x".repeat(spec.size).into();
     let write: WriteFn = {
-        let (http, url, content) = (http.clone(), url.clone(), content.clone());
+        let (http, urls, content) = (http.clone(), urls.clone(), content.clone());
+        let (answered, keys) = (answered.clone(), keys.clone());
         Arc::new(move |w| {
-            let (http, url, content) = (http.clone(), url.clone(), content.clone());
-            async move { post(&http, &url, &content, w, None).await }.boxed()
+            let (http, urls, content) = (http.clone(), urls.clone(), content.clone());
+            let answered = answered.clone();
+            // A key of its own per write; with one log the hash is skipped.
+            let partition = if urls.len() == 1 {
+                0
+            } else {
+                let key = format!("key-{}", keys.fetch_add(1, Ordering::Relaxed));
+                partition_of(key, urls.len())
+            };
+            async move {
+                post(&http, &urls[partition], &content, w, None).await?;
+                answered[partition].fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            .boxed()
         })
     };
-    let warm_up = tokio::time::timeout(
-        SETTLE_LIMIT,
-        post(&http, &url, &content, warm_up_w, Some(SETTLE_LIMIT)),
-    )
-    .await
-    .map_err(|_| ReplogError::WarmUp(format!("no answer within {SETTLE_LIMIT:?}")))?;
-    warm_up.map_err(ReplogError::WarmUp)?;
+    for url in urls.iter() {
+        let warm_up = tokio::time::timeout(
+            SETTLE_LIMIT,
+            post(&http, url, &content, warm_up_w, Some(SETTLE_LIMIT)),
+        )
+        .await
+        .map_err(|_| ReplogError::WarmUp(format!("no answer within {SETTLE_LIMIT:?}")))?;
+        warm_up.map_err(ReplogError::WarmUp)?;
+    }
 
-    let health = NodeClient::new(master, Duration::from_secs(5));
-    let secondary_clients: Vec<(String, NodeClient)> = secondaries
+    let watched: Vec<(NodeClient, Vec<(String, NodeClient)>)> = logs
         .into_iter()
-        .map(|(name, url)| (name, NodeClient::new(&url, Duration::from_secs(5))))
+        .map(|log| {
+            let master = NodeClient::new(&log.master, Duration::from_secs(5));
+            let secondaries = log
+                .secondaries
+                .into_iter()
+                .map(|(name, url)| (name, NodeClient::new(&url, Duration::from_secs(5))))
+                .collect();
+            (master, secondaries)
+        })
         .collect();
     let stop = CancellationToken::new();
-    let sampler = tokio::spawn(sample_lag(
-        health.clone(),
-        secondary_clients.clone(),
-        stop.clone(),
-    ));
+    let samplers: Vec<_> = watched
+        .iter()
+        .map(|(master, secondaries)| {
+            tokio::spawn(sample_lag(
+                master.clone(),
+                secondaries.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
     let outcome = drive(write, spec.clients, &spec.w, spec.pace, spec.stop).await;
     let finished = Instant::now();
     stop.cancel();
-    let lag = sampler.await.unwrap_or_default();
-    let catch_up = catch_up(&health, &secondary_clients)
-        .await
-        .then(|| finished.elapsed());
+    let mut lag = Vec::new();
+    for sampler in samplers {
+        lag.extend(sampler.await.unwrap_or_default());
+    }
+    let mut caught_up = true;
+    for (master, secondaries) in &watched {
+        caught_up &= catch_up(master, secondaries).await;
+    }
     Ok(ReplogOutcome {
         outcome,
         lag,
-        catch_up,
+        catch_up: caught_up.then(|| finished.elapsed()),
+        per_partition: answered
+            .iter()
+            .map(|count| count.load(Ordering::Relaxed))
+            .collect(),
     })
 }
 

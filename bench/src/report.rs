@@ -66,6 +66,12 @@ pub struct Cell {
     pub system: System,
     /// The queue type.
     pub queue_type: QueueKind,
+    /// Secondaries of the cluster (queues of the bare pipeline).
+    pub secondaries: usize,
+    /// Independent logs the writes were spread over (1 for the bare pipeline).
+    pub partitions: usize,
+    /// Answered writes per second of each log, in partition order (replog only).
+    pub per_partition: Vec<f64>,
     /// Concurrent clients.
     pub clients: usize,
     /// The write concern (`all` for the bare pipeline: every consumer).
@@ -111,32 +117,50 @@ pub fn describe(plan: &Plan) -> String {
         Pace::Closed => "closed loop".to_owned(),
         Pace::Open { rate } => format!("open loop at {rate} writes/s"),
     };
+    let secondaries = plan
+        .secondaries
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let partitions = if plan.partitions > 1 {
+        format!(
+            ", {} partitions (independent logs) routed by key hash",
+            plan.partitions
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "{} B entries, {} secondaries, {pace}, {stop}, {} run(s)",
-        plan.size, plan.secondaries, plan.runs
+        "{} B entries, {secondaries} secondaries{partitions}, {pace}, {stop}, {} run(s)",
+        plan.size, plan.runs
     )
 }
 
-/// The markdown tables: one per run and queue type.
+/// The markdown tables: one per run, queue type and number of secondaries.
 pub fn markdown(plan: &Plan, cells: &[Cell]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "_{}_\n", describe(plan));
-    let mut groups: Vec<(usize, QueueKind)> = Vec::new();
+    let mut groups: Vec<(usize, QueueKind, usize)> = Vec::new();
     for cell in cells {
-        if !groups.contains(&(cell.run, cell.queue_type)) {
-            groups.push((cell.run, cell.queue_type));
+        let group = (cell.run, cell.queue_type, cell.secondaries);
+        if !groups.contains(&group) {
+            groups.push(group);
         }
     }
-    for (run, queue_type) in groups {
-        let _ = writeln!(out, "#### Run {run}, {} queues\n", queue_type.name());
+    for (run, queue_type, secondaries) in groups {
+        let _ = writeln!(
+            out,
+            "#### Run {run}, {} queues, {secondaries} secondaries\n",
+            queue_type.name()
+        );
         out.push_str(
             "| system | C | w | load | writes/s | p50 ms | p90 ms | p99 ms | max ms | ×raw writes/s | ×raw p50 | ×raw p99 | lag mean/max entries | failed |\n",
         );
         out.push_str("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|\n");
-        for cell in cells
-            .iter()
-            .filter(|cell| cell.run == run && cell.queue_type == queue_type)
-        {
+        for cell in cells.iter().filter(|cell| {
+            (cell.run, cell.queue_type, cell.secondaries) == (run, queue_type, secondaries)
+        }) {
             let lag = if cell.lag.is_empty() {
                 "–".to_owned()
             } else {
@@ -226,9 +250,10 @@ pub fn markdown(plan: &Plan, cells: &[Cell]) -> String {
         .filter(|cell| cell.system == System::Replog)
         .map(|cell| {
             format!(
-                "- run {} {} C={} w={}: {}",
+                "- run {} {} N={} C={} w={}: {}",
                 cell.run,
                 cell.queue_type.name(),
+                cell.secondaries,
                 cell.clients,
                 cell.w,
                 cell.catch_up_ms
@@ -243,6 +268,76 @@ pub fn markdown(plan: &Plan, cells: &[Cell]) -> String {
         out.push_str(&catch_up.join("\n"));
         out.push('\n');
     }
+    if plan.partitions > 1 {
+        out.push_str("\nreplog, answered writes per second of each partition (log):\n\n");
+        for cell in cells.iter().filter(|cell| cell.system == System::Replog) {
+            let _ = writeln!(
+                out,
+                "- run {} {} N={} C={} w={}: {} (total {:.0})",
+                cell.run,
+                cell.queue_type.name(),
+                cell.secondaries,
+                cell.clients,
+                cell.w,
+                per_partition(cell),
+                cell.throughput
+            );
+        }
+    }
+    out
+}
+
+/// `p0 1234, p1 1187` writes/s, or `–` when nothing was measured.
+fn per_partition(cell: &Cell) -> String {
+    if cell.per_partition.is_empty() {
+        return "–".to_owned();
+    }
+    cell.per_partition
+        .iter()
+        .enumerate()
+        .map(|(partition, rate)| format!("p{partition} {rate:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One table of every replog cell, in the order run: secondaries, partitions, clients, `w`,
+/// throughput (in total and per partition) and latency. For comparing cluster shapes side by
+/// side (`scripts/bench-scaling`).
+pub fn summary(cells: &[Cell]) -> String {
+    let mut out = String::from(
+        "| secondaries | partitions | queues | C | w | writes/s | per partition | p50 ms | p90 ms | p99 ms | max ms | failed |\n\
+         |---:|---:|---|---:|---|---:|---|---:|---:|---:|---:|---:|\n",
+    );
+    for cell in cells.iter().filter(|cell| cell.system == System::Replog) {
+        let w = if cell.w == "all" {
+            format!("all ({})", cell.secondaries + 1)
+        } else {
+            cell.w.clone()
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {w} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+            cell.secondaries,
+            cell.partitions,
+            cell.queue_type.name(),
+            cell.clients,
+            cell.throughput,
+            if cell.partitions > 1 {
+                per_partition(cell)
+            } else {
+                "–".to_owned()
+            },
+            cell.latency.p50_ms,
+            cell.latency.p90_ms,
+            cell.latency.p99_ms,
+            cell.latency.max_ms,
+            if cell.error.is_some() && cell.ok == 0 {
+                "not run".to_owned()
+            } else {
+                cell.failed.to_string()
+            },
+        );
+    }
     out
 }
 
@@ -255,6 +350,9 @@ mod tests {
             run: 1,
             system,
             queue_type: QueueKind::Classic,
+            secondaries: 2,
+            partitions: 1,
+            per_partition: vec![],
             clients: 64,
             w: "3".into(),
             pace: "closed".into(),
@@ -310,6 +408,30 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("| 0.50 | 2.50 | 0.50 |"), "{table}");
-        assert!(table.contains("#### Run 1, classic queues"), "{table}");
+        assert!(
+            table.contains("#### Run 1, classic queues, 2 secondaries"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn the_summary_has_a_row_per_replog_cell_with_all_resolved() {
+        let raw = cell(System::Raw, 6000.0, 1.0, 4.0);
+        let mut all = cell(System::Replog, 3000.0, 2.5, 2.0);
+        all.w = "all".into();
+        all.secondaries = 8;
+        let mut split = cell(System::Replog, 5000.0, 2.0, 3.0);
+        split.partitions = 2;
+        split.per_partition = vec![2600.0, 2400.0];
+        let table = summary(&[raw, all, split]);
+        assert_eq!(table.lines().count(), 4, "{table}");
+        assert!(
+            table.contains("| 8 | 1 | classic | 64 | all (9) | 3000 | – |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| 2 | 2 | classic | 64 | 3 | 5000 | p0 2600, p1 2400 |"),
+            "{table}"
+        );
     }
 }

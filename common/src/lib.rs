@@ -11,11 +11,13 @@
 //! - [`wire`]: every body that crosses RabbitMQ or HTTP, with conversions to domain types.
 //! - [`events`]: the names of the structured evidence events the nodes log and the chaos
 //!   checker reads.
+//! - [`partition`]: which of `n` logs a key belongs to, when one keyspace is split.
 //! - [`rules`]: the replication rules as engines: plain state, events in, decisions out.
 
 pub mod entry;
 pub mod events;
 pub mod ids;
+pub mod partition;
 pub mod rules;
 pub mod wire;
 

@@ -33,16 +33,19 @@ pub struct MasterConfig {
     /// at start, so entries wait for a secondary that is down or not started yet. With broker
     /// users (`s1=replog-s1,s2=replog-s2`, all or none) a report counts only when the broker
     /// vouches that this secondary's user sent it (its validated AMQP `user_id`); without them
-    /// every report on the acks queue is believed (a trusted broker).
+    /// every report on the acks queue is believed (a trusted broker). An empty list (`""`) runs
+    /// a master alone: every write is `w=1`, durable on the master only (a baseline to measure
+    /// against).
+    // `std::vec::Vec` spelled out: clap then parses the whole value with `parse_secondaries`
+    // instead of one item per comma, so that `""` can mean "none" (an item cannot be empty).
+    // Given twice, the last one counts, like every other flag.
     #[arg(
         long,
         env = "REPLOG_SECONDARIES",
-        value_delimiter = ',',
         default_value = "s1,s2",
-        // Given twice, the last one counts, like every other flag.
-        action = clap::ArgAction::Set
+        value_parser = parse_secondaries
     )]
-    pub secondaries: Vec<SecondarySpec>,
+    pub secondaries: std::vec::Vec<SecondarySpec>,
 
     /// Write concern of a write that sets no `w` [default: all nodes, 1 + secondaries].
     #[arg(long, env = "REPLOG_DEFAULT_W")]
@@ -154,6 +157,15 @@ impl std::str::FromStr for SecondarySpec {
 
 /// The longest interval or timeout any flag accepts: a day, in ms.
 pub const DAY_MS: u64 = 86_400_000;
+
+/// Parses `--secondaries`: comma-separated `ID` or `ID=USER` items, or nothing at all (a master
+/// alone). An empty item (`s1,,s2`, `s1,`) is refused.
+fn parse_secondaries(text: &str) -> Result<Vec<SecondarySpec>, String> {
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    text.split(',').map(|item| item.trim().parse()).collect()
+}
 
 /// A configuration that cannot work.
 #[derive(Debug, thiserror::Error)]
@@ -333,6 +345,32 @@ mod tests {
         let twice = parse(&["--secondaries", "a", "--secondaries", "b=u,c=v"]);
         assert_eq!(twice.secondary_ids().len(), 2);
         assert!(twice.validate().is_ok());
+    }
+
+    #[test]
+    fn an_empty_list_of_secondaries_is_a_master_alone() {
+        let alone = parse(&["--secondaries", ""]);
+        assert!(alone.secondaries.is_empty());
+        assert_eq!(alone.max_w(), 1);
+        assert_eq!(alone.validate().unwrap(), 1);
+        assert!(parse(&["--secondaries", "", "--default-w", "2"])
+            .validate()
+            .is_err());
+        assert!(parse(&["--secondaries", "", "--quorum", "1"])
+            .validate()
+            .is_ok());
+        assert!(parse(&["--secondaries", "", "--quorum", "2"])
+            .validate()
+            .is_err());
+        let listed = parse(&["--secondaries", "s1, s2,s3"]);
+        let ids: Vec<&str> = listed
+            .secondaries
+            .iter()
+            .map(|spec| spec.id.as_str())
+            .collect();
+        assert_eq!(ids, ["s1", "s2", "s3"]);
+        assert!(MasterConfig::try_parse_from(["master", "--secondaries", "s1,,s2"]).is_err());
+        assert!(MasterConfig::try_parse_from(["master", "--secondaries", "s1,"]).is_err());
     }
 
     #[test]

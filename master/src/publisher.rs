@@ -137,6 +137,10 @@ impl Publisher {
 
     /// Runs until `stop`, then waits briefly for outstanding confirms.
     pub async fn run(mut self, stop: CancellationToken) {
+        if self.settings.secondaries.is_empty() {
+            self.alone(&stop).await;
+            return;
+        }
         // Backs off between republishes that make no progress, so a broker that keeps refusing
         // (a queue without its quorum, an entry it will not take) is not hammered.
         let mut backoff = Backoff::new();
@@ -181,6 +185,25 @@ impl Publisher {
         let (confirmed, stored) = (*self.confirmed.borrow(), *self.stored.borrow());
         if confirmed < stored {
             tracing::warn!(%confirmed, %stored, "stopped before the broker confirmed every entry; they are in the log and are published again at the next start");
+        }
+    }
+
+    /// A master with no secondaries (`--secondaries ""`) publishes nothing: no queue is bound
+    /// to the exchange, so every mandatory publish would come back unroutable and be retried
+    /// for ever. Its log is the whole replica set: what is stored counts as confirmed.
+    async fn alone(&mut self, stop: &CancellationToken) {
+        tracing::info!(
+            "no secondaries: publishing nothing, every stored entry counts as confirmed"
+        );
+        loop {
+            let stored = *self.stored.borrow_and_update();
+            if stored > *self.confirmed.borrow() {
+                self.confirmed.send_replace(stored);
+            }
+            tokio::select! {
+                changed = self.stored.changed() => if changed.is_err() { break },
+                _ = stop.cancelled() => break,
+            }
         }
     }
 

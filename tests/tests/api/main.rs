@@ -39,6 +39,8 @@
 //! - [`security_http`]: the API token on both nodes and for catch-up; ids that cannot forge
 //!   log lines.
 //! - [`shutdown`]: a stop is not held by a client reading a large page slowly.
+//! - [`scale`]: eight secondaries: `w=9` from concurrent clients, and `w=2` beside a slow one.
+//! - [`partitions`]: two logs on one broker as partitions of one keyspace, routed by key hash.
 //!
 //! The broker is `REPLOG_AMQP_URL` (default the local RabbitMQ, guest/guest). A failed test
 //! prints the tail of every node's log and keeps the logs (the path is printed).
@@ -58,8 +60,10 @@ mod membership;
 mod metrics;
 mod ordering;
 mod paging;
+mod partitions;
 mod read_your_writes;
 mod recovery;
+mod scale;
 mod security_http;
 mod self_check;
 mod shutdown;
