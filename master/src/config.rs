@@ -79,6 +79,12 @@ pub struct MasterConfig {
     #[arg(long, env = "REPLOG_RUN_BYTES", default_value_t = 256 * 1024, value_parser = clap::value_parser!(u64).range(1..=16 * 1024 * 1024))]
     pub run_bytes: u64,
 
+    /// Most entries messages awaiting the broker's confirm at once. While they wait, entries
+    /// stored meanwhile gather into the next message, so under load the broker handles fewer,
+    /// larger messages; a write that finds fewer in flight goes out at once.
+    #[arg(long, env = "REPLOG_PUBLISHES_IN_FLIGHT", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub publishes_in_flight: u64,
+
     /// Base URL of a secondary to refill the log from at start (`GET /messages?from=`): every
     /// entry it holds beyond this log's end is appended, after checking that it holds this
     /// log's last entry under the same message id. The way out of the divergence fence (a log

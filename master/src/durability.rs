@@ -3,10 +3,10 @@
 //! At start: lock the data directory, open (and repair) the log, bring the on-disk dedup index
 //! up to the log's end so client `message_id`s still deduplicate, and read the last order the
 //! broker confirmed,
-//! so that everything after it is published again. While running: write that order to the
-//! `confirmed` mark a few times a second. The mark may lag (it is not fsynced and is written
-//! periodically); a lagging mark only means more entries are published again, and secondaries
-//! drop the duplicates.
+//! so that everything after it is published again. While running: rewrite that order in place
+//! in the `confirmed` mark each time the broker's confirms advance. The mark is not fsynced; a
+//! mark lagging after a machine crash only means more entries are published again, and
+//! secondaries drop the duplicates.
 
 use crate::dedup_keys::DedupKeys;
 use replog_common::rules::dedup::DedupMode;
@@ -104,12 +104,22 @@ pub async fn keep_confirmed_mark(
     written: watch::Sender<Order>,
 ) {
     let mut on_disk = *confirmed.borrow();
+    let mark = match data_dir.open_mark(CONFIRMED_MARK) {
+        Ok(mark) => Some(Arc::new(mark)),
+        Err(error) => {
+            tracing::warn!(%error, "cannot open the confirmed mark; more entries will be republished after a restart, and only the secondaries' reports show what a damaged log lost");
+            None
+        }
+    };
     loop {
         let open = confirmed.changed().await.is_ok();
         let current = *confirmed.borrow_and_update();
         if current != on_disk {
-            let dir = data_dir.clone();
-            match store::blocking(move || dir.write_mark(CONFIRMED_MARK, current)).await {
+            let written_now = match mark.clone() {
+                Some(mark) => store::blocking(move || mark.write(current)).await,
+                None => Ok(()),
+            };
+            match written_now {
                 Ok(()) => on_disk = current,
                 Err(error) => {
                     tracing::warn!(%error, "cannot record the confirmed order; more entries will be republished after a restart, and only the secondaries' reports show what a damaged log lost")

@@ -54,6 +54,8 @@ pub struct PublisherSettings {
     pub incarnation: Incarnation,
     /// How large one entries message may grow (`--run-entries`, `--run-bytes`).
     pub runs: RunLimits,
+    /// Most entries messages awaiting a confirm at once (`--publishes-in-flight`).
+    pub publishes_in_flight: usize,
     /// The broker user the master connects as, stamped on every entry as its AMQP `user_id`:
     /// the broker refuses a publish whose `user_id` is not the connection's user, so a
     /// secondary started with `--master-user` knows an entry came from the master.
@@ -102,7 +104,8 @@ impl Publisher {
         confirmed: watch::Sender<Order>,
     ) -> Publisher {
         let start = *confirmed.borrow();
-        let window = ConfirmWindow::new(start, MAX_IN_FLIGHT, settings.confirm_timeout);
+        let window = ConfirmWindow::new(start, MAX_IN_FLIGHT, settings.confirm_timeout)
+            .with_publish_limit(settings.publishes_in_flight);
         Publisher {
             broker,
             settings,
@@ -228,10 +231,12 @@ impl Publisher {
                         }
                     }
                 };
-                // Whatever is stored and unpublished goes out now, in runs of up to the limits:
-                // a lone write travels alone, a burst shares few messages.
+                // Whatever is stored and unpublished goes out now, in runs of up to the limits,
+                // as long as the window has room: a lone write travels alone, a burst shares
+                // few messages, and what the publish limit holds back is read again once a
+                // confirm makes room.
                 let mut rest = &entries[..];
-                while !rest.is_empty() {
+                while !rest.is_empty() && self.window.room() > 0 {
                     let (run, after) = rest.split_at(self.settings.runs.take(rest));
                     rest = after;
                     let again = run

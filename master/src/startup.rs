@@ -150,6 +150,7 @@ impl Application {
                 entries: config.run_entries as usize,
                 bytes: config.run_bytes as usize,
             },
+            publishes_in_flight: config.publishes_in_flight as usize,
             broker_user,
         };
         let publisher = Publisher::new(

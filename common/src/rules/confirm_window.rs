@@ -53,6 +53,10 @@ pub struct ConfirmWindow {
     in_flight: VecDeque<InFlight>,
     /// Most entries awaiting a confirm at once; bounds what a slow broker makes us hold.
     capacity: usize,
+    /// Most publishes (runs) awaiting a confirm at once. While they wait, newly stored entries
+    /// gather into the next run: under load the broker gets fewer, larger messages, and a
+    /// write that finds nothing in flight still goes out at once.
+    publishes: usize,
     /// How long a publish may stay unconfirmed before everything is published again.
     timeout: Duration,
 }
@@ -65,8 +69,15 @@ impl ConfirmWindow {
             confirmed,
             in_flight: VecDeque::new(),
             capacity,
+            publishes: usize::MAX,
             timeout,
         }
+    }
+
+    /// The same window, allowing at most `publishes` runs (at least one) awaiting a confirm.
+    pub fn with_publish_limit(mut self, publishes: usize) -> ConfirmWindow {
+        self.publishes = publishes.max(1);
+        self
     }
 
     /// Everything up to here is confirmed.
@@ -87,8 +98,12 @@ impl ConfirmWindow {
         (self.next().get() - self.confirmed.get() - 1) as usize
     }
 
-    /// How many more entries may be published before a confirm comes in.
+    /// How many more entries may be published before a confirm comes in: none while the
+    /// publish limit is reached.
     pub fn room(&self) -> usize {
+        if self.in_flight.len() >= self.publishes {
+            return 0;
+        }
         self.capacity.saturating_sub(self.in_flight())
     }
 
@@ -389,5 +404,36 @@ mod tests {
         assert_eq!(window.confirmed(), Order(12));
         assert!(advanced.windows(2).all(|pair| pair[0] < pair[1]));
         assert_eq!(window.acked(Order(13)), Decision::Advance(Order(20)));
+    }
+
+    #[test]
+    fn the_publish_limit_holds_new_entries_until_a_confirm_comes() {
+        let at = Instant::now();
+        let mut window = ConfirmWindow::new(Order(0), 100, TIMEOUT).with_publish_limit(2);
+        assert_eq!(
+            window.room(),
+            100,
+            "nothing in flight: a lone write goes at once"
+        );
+        window.published_run(Order(1), Order(3), at);
+        assert_eq!(window.room(), 97);
+        window.published(Order(4), at);
+        assert_eq!(window.room(), 0, "two runs await their confirms");
+        assert_eq!(window.acked(Order(3)), Decision::Advance(Order(3)));
+        assert_eq!(window.room(), 99, "one confirm frees room for the next run");
+        window.published_run(Order(5), Order(40), at);
+        assert_eq!(window.room(), 0);
+        assert_eq!(
+            window.channel_lost(),
+            Decision::Republish { from: Order(4) }
+        );
+        assert_eq!(window.room(), 100, "a fresh channel starts empty");
+        assert_eq!(
+            ConfirmWindow::new(Order(0), 100, TIMEOUT)
+                .with_publish_limit(0)
+                .publishes,
+            1,
+            "at least one publish may be in flight"
+        );
     }
 }

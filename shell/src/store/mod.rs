@@ -8,7 +8,7 @@ mod data_dir;
 mod memory;
 mod segmented;
 
-pub use data_dir::DataDir;
+pub use data_dir::{DataDir, Mark};
 pub use memory::MemoryLog;
 pub use segmented::{CutTail, Recovery, SegmentedLog, SegmentedLogOptions, TailDamage};
 
