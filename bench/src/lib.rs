@@ -4,6 +4,7 @@
 //! - [`args`]: the flags and their validation into a [`args::Plan`].
 //! - [`driver`]: closed- and open-loop clients around one `write` function.
 //! - [`raw`]: the bare pipeline (confirmed publisher, fanout, batched acks, cumulative replies).
+//! - [`http`]: the lean keep-alive HTTP/1.1 client of replog's write path.
 //! - [`replog`]: replog through HTTP, on a cluster started here or a running one; lag sampling.
 //! - [`stats`]: percentiles, lag summaries, ratios.
 //! - [`report`]: the cells, as JSON and markdown tables.
@@ -12,6 +13,7 @@
 
 pub mod args;
 pub mod driver;
+pub mod http;
 pub mod raw;
 pub mod replog;
 pub mod report;
