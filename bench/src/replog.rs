@@ -7,10 +7,14 @@
 //! against each secondary's `applied` from its own `GET /health` (or, for a running master whose
 //! secondaries are not given, the `acked` positions the master reports). After the load, the time
 //! until every secondary holds the master's last entry is the catch-up time.
+//!
+//! With `memory_every`, the resident memory of every node of a started cluster is sampled
+//! during the load ([`crate::memory`]).
 
 use crate::args::{Pace, QueueKind, Stop, Target, WSpec};
 use crate::driver::{drive, Outcome, WriteFn};
 use crate::http::Endpoint;
+use crate::memory::{self, NodeMemory};
 use crate::stats::LagEntries;
 use bytes::Bytes;
 use futures_util::future::join_all;
@@ -54,6 +58,8 @@ pub struct ReplogSpec {
     pub stop: Stop,
     /// Per-write HTTP timeout.
     pub timeout: Duration,
+    /// How often a started cluster's nodes' resident memory is sampled; `None`: never.
+    pub memory_every: Option<Duration>,
 }
 
 /// One secondary's lag behind the master.
@@ -79,6 +85,8 @@ pub struct ReplogOutcome {
     pub catch_up: Option<Duration>,
     /// Answered writes per log (partition), in partition order.
     pub per_partition: Vec<u64>,
+    /// Each node's resident memory over the load (empty unless sampled).
+    pub memory: Vec<NodeMemory>,
 }
 
 /// One log under load: its master and the secondaries whose lag is sampled.
@@ -119,7 +127,7 @@ pub async fn run(
                     .map(|url| (url.clone(), url.clone()))
                     .collect(),
             };
-            measure(spec, vec![log], 1).await
+            measure(spec, vec![log], 1, Vec::new()).await
         }
         Target::Start => {
             let binaries =
@@ -188,7 +196,7 @@ pub async fn run(
                         })
                         .collect();
                     let warm_up_w = spec.secondaries as u64 + 1;
-                    measure(spec, logs, warm_up_w).await
+                    measure(spec, logs, warm_up_w, processes(&clusters, spec.partitions)).await
                 }
                 Err(error) => Err(error),
             };
@@ -209,12 +217,33 @@ pub async fn run(
     }
 }
 
+/// `(name, pid)` of every running node of `clusters`: `master`, `s1`, ... (`p0/master`, ...
+/// with more than one partition).
+fn processes(clusters: &[Cluster], partitions: usize) -> Vec<(String, u32)> {
+    let mut processes = Vec::new();
+    for (partition, cluster) in clusters.iter().enumerate() {
+        for node in std::iter::once(&cluster.master).chain(&cluster.secondaries) {
+            let name = if partitions == 1 {
+                node.name().to_owned()
+            } else {
+                format!("p{partition}/{}", node.name())
+            };
+            if let Some(pid) = node.pid() {
+                processes.push((name, pid));
+            }
+        }
+    }
+    processes
+}
+
 /// Loads the masters of `logs`, each write to the one its key's partition names, sampling
-/// every log's lag.
+/// every log's lag, and with `spec.memory_every` the resident memory of `processes`
+/// (`(name, pid)`).
 async fn measure(
     spec: &ReplogSpec,
     logs: Vec<Log>,
     warm_up_w: u64,
+    processes: Vec<(String, u32)>,
 ) -> Result<ReplogOutcome, ReplogError> {
     // The warm-up goes through reqwest; the load through the lean client, one pool per master.
     let http = reqwest::Client::builder()
@@ -306,9 +335,18 @@ async fn measure(
             ))
         })
         .collect();
+    // From the first write on: warm-up and growth are measured over the load itself.
+    let memory = spec
+        .memory_every
+        .filter(|_| !processes.is_empty())
+        .map(|every| tokio::spawn(memory::sample(processes, every, stop.clone())));
     let outcome = drive(write, spec.clients, &spec.w, spec.pace, spec.stop).await;
     let finished = Instant::now();
     stop.cancel();
+    let memory = match memory {
+        Some(sampler) => sampler.await.unwrap_or_default(),
+        None => Vec::new(),
+    };
     let mut lag = Vec::new();
     for sampler in samplers {
         lag.extend(sampler.await.unwrap_or_default());
@@ -325,6 +363,7 @@ async fn measure(
             .iter()
             .map(|count| count.load(Ordering::Relaxed))
             .collect(),
+        memory,
     })
 }
 
