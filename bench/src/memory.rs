@@ -29,10 +29,11 @@ pub struct Sample {
 /// What a node's samples say, in MiB.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct MemorySummary {
-    /// Where warm-up ends, in seconds since the load started: the first minute, or the first
-    /// 10% of the sampled span when that is shorter.
+    /// When the first sample at or after the end of warm-up (the first minute, or the first
+    /// 10% of the sampled span when that is shorter) was read, in seconds since the load
+    /// started.
     pub warm_up_s: f64,
-    /// RSS at the first sample at or after the end of warm-up.
+    /// RSS at that sample.
     pub at_warm_up_mib: f64,
     /// The largest sample of the whole cell.
     pub peak_mib: f64,
@@ -52,16 +53,20 @@ impl MemorySummary {
         let last = samples.last()?;
         let mib = |sample: &Sample| sample.rss_kib as f64 / KIB_PER_MIB;
         let span = last.at_s - first.at_s;
-        let warm_up_s = first.at_s + (span * WARM_UP_FRACTION).min(WARM_UP_MAX.as_secs_f64());
+        let warm_up_ends = first.at_s + (span * WARM_UP_FRACTION).min(WARM_UP_MAX.as_secs_f64());
         // The last sample is always at or after the end of warm-up.
-        let after: Vec<&Sample> = samples.iter().filter(|s| s.at_s >= warm_up_s).collect();
-        let at_warm_up = after.first().map_or(mib(last), |sample| mib(sample));
+        let after: Vec<&Sample> = samples
+            .iter()
+            .filter(|sample| sample.at_s >= warm_up_ends)
+            .collect();
+        let warmed_up = after.first().copied().unwrap_or(last);
+        let at_warm_up = mib(warmed_up);
         let points: Vec<(f64, f64)> = after
             .iter()
             .map(|sample| (sample.at_s / 60.0, mib(sample)))
             .collect();
         Some(MemorySummary {
-            warm_up_s,
+            warm_up_s: warmed_up.at_s,
             at_warm_up_mib: at_warm_up,
             peak_mib: samples.iter().map(mib).fold(f64::MIN, f64::max),
             last_mib: mib(last),
@@ -251,7 +256,7 @@ mod tests {
         // 40 s: warm-up 4 s; the sample at 5 s is the first after it.
         let summary =
             MemorySummary::of(&samples(&[(0.0, 100), (5.0, 30), (20.0, 30), (40.0, 28)])).unwrap();
-        assert_eq!(summary.warm_up_s, 4.0);
+        assert_eq!(summary.warm_up_s, 5.0);
         assert_eq!(summary.at_warm_up_mib, 30.0);
         assert_eq!(summary.peak_mib, 100.0);
         assert_eq!(summary.growth_mib, -2.0);

@@ -314,8 +314,9 @@ fn memory_tables(cells: &[Cell]) -> String {
         out.push_str(
             "\n`VmRSS` of each node, sampled from the first write of the cell to the last answer. \
              At warm-up: the first sample after the first minute (or after the first 10% of the \
-             cell, if shorter); peak: the largest sample; growth: last minus at warm-up; slope: \
-             least squares over the samples from warm-up on.\n",
+             cell, if shorter), read `warm-up s` after the first write; peak: the largest sample; \
+             growth: last minus at warm-up; slope: least squares over the samples from warm-up \
+             on.\n",
         );
     }
     out
@@ -456,7 +457,7 @@ mod tests {
             .plan()
             .unwrap();
         let plain = cell(System::Replog, 3000.0, 2.5, 2.0);
-        assert!(!markdown(&plan, &[plain.clone()]).contains("Memory"));
+        assert!(!markdown(&plan, std::slice::from_ref(&plain)).contains("Memory"));
         let mut sampled = plain;
         sampled.memory = vec![NodeMemory::of(
             "master".into(),
