@@ -96,6 +96,11 @@ pub struct Args {
     /// How long one HTTP write may take before it counts as failed, in milliseconds.
     #[arg(long, env = "REPLOG_BENCH_TIMEOUT_MS", default_value_t = 30_000)]
     pub timeout_ms: u64,
+    /// Sample the resident memory (`VmRSS`) of every node of a cluster started here at this
+    /// interval during each replog cell (`5s`), and report per node its RSS after warm-up, peak,
+    /// last value and growth. Off by default.
+    #[arg(long, env = "REPLOG_BENCH_MEMORY_EVERY")]
+    pub memory_every: Option<String>,
     /// Write every cell's results as JSON to this file.
     #[arg(long, env = "REPLOG_BENCH_JSON")]
     pub json: Option<std::path::PathBuf>,
@@ -292,6 +297,8 @@ pub struct Plan {
     pub prefetch: u16,
     /// Per-write HTTP timeout.
     pub timeout: Duration,
+    /// How often the nodes' resident memory is sampled during a replog cell; `None`: never.
+    pub memory_every: Option<Duration>,
 }
 
 /// The most clients (or secondaries) a cell may have: beyond it the load generator measures
@@ -447,6 +454,23 @@ impl Args {
         if self.timeout_ms == 0 {
             return Err(invalid("timeout-ms", "at least 1"));
         }
+        let memory_every = match &self.memory_every {
+            None => None,
+            Some(_) if target != Target::Start => {
+                return Err(invalid(
+                    "memory-every",
+                    "only for a cluster started here (its nodes are this machine's processes)",
+                ))
+            }
+            Some(text) => {
+                let every =
+                    parse_duration(text).map_err(|message| invalid("memory-every", message))?;
+                if every < Duration::from_millis(100) || every > Duration::from_secs(3600) {
+                    return Err(invalid("memory-every", "from 100ms to 1h"));
+                }
+                Some(every)
+            }
+        };
         Ok(Plan {
             raw,
             replog: !self.raw_only,
@@ -464,6 +488,7 @@ impl Args {
             window: self.window,
             prefetch: self.prefetch,
             timeout: Duration::from_millis(self.timeout_ms),
+            memory_every,
         })
     }
 }
@@ -676,6 +701,12 @@ mod tests {
             "secondaries",
         );
         refused(&["--secondary-urls", "http://x"], "secondary-urls");
+        refused(&["--memory-every", "10ms"], "memory-every");
+        refused(&["--memory-every", "often"], "memory-every");
+        refused(
+            &["--master", "http://m", "--memory-every", "5s"],
+            "memory-every",
+        );
     }
 
     #[test]
@@ -701,6 +732,15 @@ mod tests {
     fn w_may_exceed_the_default_cluster_for_a_running_master() {
         assert!(plan(&["--master", "http://m", "--w", "5"]).is_ok());
         assert!(plan(&["--secondaries", "4", "--w", "5"]).is_ok());
+    }
+
+    #[test]
+    fn memory_sampling_is_off_unless_asked_for() {
+        assert_eq!(plan(&[]).unwrap().memory_every, None);
+        assert_eq!(
+            plan(&["--memory-every", "5s"]).unwrap().memory_every,
+            Some(Duration::from_secs(5))
+        );
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! - [`args`]: the flags and their validation into a [`args::Plan`].
 //! - [`driver`]: closed- and open-loop clients around one `write` function.
 //! - [`raw`]: the bare pipeline (confirmed publisher, fanout, batched acks, cumulative replies).
+//! - [`http`]: the lean keep-alive HTTP/1.1 client of replog's write path.
+//! - [`memory`]: the nodes' resident memory sampled during a cell, and its growth.
 //! - [`replog`]: replog through HTTP, on a cluster started here or a running one; lag sampling.
 //! - [`stats`]: percentiles, lag summaries, ratios.
 //! - [`report`]: the cells, as JSON and markdown tables.
@@ -12,6 +14,8 @@
 
 pub mod args;
 pub mod driver;
+pub mod http;
+pub mod memory;
 pub mod raw;
 pub mod replog;
 pub mod report;
@@ -69,6 +73,7 @@ pub async fn run(plan: &Plan, mut progress: impl FnMut(&Cell)) -> Result<Vec<Cel
                     unconfirmed: None,
                     catch_up_ms: None,
                     vs_raw: None,
+                    memory: Vec::new(),
                 };
                 let mut raw_cell = None;
                 if plan.raw {
@@ -120,12 +125,14 @@ pub async fn run(plan: &Plan, mut progress: impl FnMut(&Cell)) -> Result<Vec<Cel
                         pace: plan.pace,
                         stop: plan.stop,
                         timeout: plan.timeout,
+                        memory_every: plan.memory_every,
                     };
                     let mut cell = empty(System::Replog, w.label());
                     match replog::run(&spec, binaries.as_ref()).await {
                         Ok(mut measured) => {
                             fill(&mut cell, &mut measured.outcome);
                             cell.catch_up_ms = measured.catch_up.map(|d| d.as_secs_f64() * 1000.0);
+                            cell.memory = measured.memory;
                             cell.per_partition = measured
                                 .per_partition
                                 .iter()

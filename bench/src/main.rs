@@ -8,6 +8,7 @@
 //! cargo run --release -p replog-bench --bin load -- --master http://127.0.0.1:8000 --writes 20000 --concurrency 64 --w 3
 //! cargo run --release -p replog-bench --bin load -- --secondaries 1,2,4,8 --w all,2 --duration 8s --summary out.md
 //! cargo run --release -p replog-bench --bin load -- --secondaries 2 --partitions 2 --w 2
+//! cargo run --release -p replog-bench --bin load -- --clients 64 --w 3 --rate 2000 --duration 10m --memory-every 5s
 //! ```
 
 use clap::Parser;

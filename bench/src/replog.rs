@@ -7,10 +7,16 @@
 //! against each secondary's `applied` from its own `GET /health` (or, for a running master whose
 //! secondaries are not given, the `acked` positions the master reports). After the load, the time
 //! until every secondary holds the master's last entry is the catch-up time.
+//!
+//! With `memory_every`, the resident memory of every node of a started cluster is sampled
+//! during the load ([`crate::memory`]).
 
 use crate::args::{Pace, QueueKind, Stop, Target, WSpec};
 use crate::driver::{drive, Outcome, WriteFn};
+use crate::http::Endpoint;
+use crate::memory::{self, NodeMemory};
 use crate::stats::LagEntries;
+use bytes::Bytes;
 use futures_util::future::join_all;
 use futures_util::FutureExt;
 use replog_common::partition::partition_of;
@@ -52,6 +58,8 @@ pub struct ReplogSpec {
     pub stop: Stop,
     /// Per-write HTTP timeout.
     pub timeout: Duration,
+    /// How often a started cluster's nodes' resident memory is sampled; `None`: never.
+    pub memory_every: Option<Duration>,
 }
 
 /// One secondary's lag behind the master.
@@ -77,6 +85,8 @@ pub struct ReplogOutcome {
     pub catch_up: Option<Duration>,
     /// Answered writes per log (partition), in partition order.
     pub per_partition: Vec<u64>,
+    /// Each node's resident memory over the load (empty unless sampled).
+    pub memory: Vec<NodeMemory>,
 }
 
 /// One log under load: its master and the secondaries whose lag is sampled.
@@ -117,7 +127,7 @@ pub async fn run(
                     .map(|url| (url.clone(), url.clone()))
                     .collect(),
             };
-            measure(spec, vec![log], 1).await
+            measure(spec, vec![log], 1, Vec::new()).await
         }
         Target::Start => {
             let binaries =
@@ -186,7 +196,7 @@ pub async fn run(
                         })
                         .collect();
                     let warm_up_w = spec.secondaries as u64 + 1;
-                    measure(spec, logs, warm_up_w).await
+                    measure(spec, logs, warm_up_w, processes(&clusters, spec.partitions)).await
                 }
                 Err(error) => Err(error),
             };
@@ -207,47 +217,92 @@ pub async fn run(
     }
 }
 
+/// `(name, pid)` of every running node of `clusters`: `master`, `s1`, ... (`p0/master`, ...
+/// with more than one partition).
+fn processes(clusters: &[Cluster], partitions: usize) -> Vec<(String, u32)> {
+    let mut processes = Vec::new();
+    for (partition, cluster) in clusters.iter().enumerate() {
+        for node in std::iter::once(&cluster.master).chain(&cluster.secondaries) {
+            let name = if partitions == 1 {
+                node.name().to_owned()
+            } else {
+                format!("p{partition}/{}", node.name())
+            };
+            if let Some(pid) = node.pid() {
+                processes.push((name, pid));
+            }
+        }
+    }
+    processes
+}
+
 /// Loads the masters of `logs`, each write to the one its key's partition names, sampling
-/// every log's lag.
+/// every log's lag, and with `spec.memory_every` the resident memory of `processes`
+/// (`(name, pid)`).
 async fn measure(
     spec: &ReplogSpec,
     logs: Vec<Log>,
     warm_up_w: u64,
+    processes: Vec<(String, u32)>,
 ) -> Result<ReplogOutcome, ReplogError> {
+    // The warm-up goes through reqwest; the load through the lean client, one pool per master.
     let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(spec.clients)
-        .timeout(spec.timeout)
+        .timeout(SETTLE_LIMIT)
         .build()
         .map_err(|error| ReplogError::Start(format!("HTTP client: {error}")))?;
-    let urls: Arc<[Arc<str>]> = logs
+    let urls: Vec<String> = logs
         .iter()
-        .map(|log| Arc::<str>::from(format!("{}/messages", log.master)))
+        .map(|log| format!("{}/messages", log.master))
         .collect();
+    let endpoints: Arc<[Endpoint]> = urls
+        .iter()
+        .map(|url| Endpoint::new(url))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| ReplogError::Start(error.to_string()))?
+        .into();
     let answered: Arc<[AtomicU64]> = logs.iter().map(|_| AtomicU64::new(0)).collect();
     let keys = Arc::new(AtomicU64::new(0));
-    let content: Arc<str> = "x".repeat(spec.size).into();
+    let content = "x".repeat(spec.size);
+    let bodies: Vec<(u64, Bytes)> = w_values(&spec.w)
+        .into_iter()
+        .map(|w| (w, write_body(&content, w, None)))
+        .collect();
+    let timeout = spec.timeout;
     let write: WriteFn = {
-        let (http, urls, content) = (http.clone(), urls.clone(), content.clone());
-        let (answered, keys) = (answered.clone(), keys.clone());
+        let (endpoints, answered, keys) = (endpoints.clone(), answered.clone(), keys.clone());
+        let content: Arc<str> = content.clone().into();
         Arc::new(move |w| {
-            let (http, urls, content) = (http.clone(), urls.clone(), content.clone());
-            let answered = answered.clone();
+            let (endpoints, answered) = (endpoints.clone(), answered.clone());
             // A key of its own per write; with one log the hash is skipped.
-            let partition = if urls.len() == 1 {
+            let partition = if endpoints.len() == 1 {
                 0
             } else {
                 let key = format!("key-{}", keys.fetch_add(1, Ordering::Relaxed));
-                partition_of(key, urls.len())
+                partition_of(key, endpoints.len())
+            };
+            // The same bytes for every write of this `w`: a reference count, not a copy.
+            let body = match bodies.iter().find(|(of, _)| *of == w) {
+                Some((_, body)) => body.clone(),
+                None => write_body(&content, w, None),
             };
             async move {
-                post(&http, &urls[partition], &content, w, None).await?;
+                let endpoint = &endpoints[partition];
+                match tokio::time::timeout(timeout, endpoint.post(body)).await {
+                    Ok(answer) => answer.map_err(|error| error.to_string())?,
+                    Err(_) => {
+                        return Err(format!(
+                            "POST {}: no answer within {timeout:?}",
+                            endpoint.url()
+                        ))
+                    }
+                }
                 answered[partition].fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
             .boxed()
         })
     };
-    for url in urls.iter() {
+    for url in &urls {
         let warm_up = tokio::time::timeout(
             SETTLE_LIMIT,
             post(&http, url, &content, warm_up_w, Some(SETTLE_LIMIT)),
@@ -280,9 +335,18 @@ async fn measure(
             ))
         })
         .collect();
+    // From the first write on: warm-up and growth are measured over the load itself.
+    let memory = spec
+        .memory_every
+        .filter(|_| !processes.is_empty())
+        .map(|every| tokio::spawn(memory::sample(processes, every, stop.clone())));
     let outcome = drive(write, spec.clients, &spec.w, spec.pace, spec.stop).await;
     let finished = Instant::now();
     stop.cancel();
+    let memory = match memory {
+        Some(sampler) => sampler.await.unwrap_or_default(),
+        None => Vec::new(),
+    };
     let mut lag = Vec::new();
     for sampler in samplers {
         lag.extend(sampler.await.unwrap_or_default());
@@ -299,10 +363,32 @@ async fn measure(
             .iter()
             .map(|count| count.load(Ordering::Relaxed))
             .collect(),
+        memory,
     })
 }
 
-/// One `POST /messages`; `Ok` on 201 (or 200, a duplicate).
+/// Every `w` a write of the cell may ask for (`all` unresolved asks for 1).
+fn w_values(w: &WSpec) -> Vec<u64> {
+    match w {
+        WSpec::Fixed(w) => vec![*w],
+        WSpec::All => vec![1],
+        WSpec::Mix(weights) => weights.iter().map(|(w, _)| *w).collect(),
+    }
+}
+
+/// The JSON body of a write of `content` with write concern `w`.
+fn write_body(content: &str, w: u64, timeout: Option<Duration>) -> Bytes {
+    let body = WriteBody {
+        content: content.to_owned(),
+        w: Some(w),
+        message_id: None,
+        timeout_ms: timeout.map(|timeout| timeout.as_millis() as u64),
+    };
+    // A struct of strings and numbers always serialises.
+    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+}
+
+/// One `POST /messages` through reqwest (the warm-up); `Ok` on 201 (or 200, a duplicate).
 async fn post(
     http: &reqwest::Client,
     url: &str,
@@ -310,20 +396,14 @@ async fn post(
     w: u64,
     timeout: Option<Duration>,
 ) -> Result<(), String> {
-    let body = WriteBody {
-        content: content.to_owned(),
-        w: Some(w),
-        message_id: None,
-        timeout_ms: timeout.map(|timeout| timeout.as_millis() as u64),
-    };
     let response = http
         .post(url)
-        .json(&body)
+        .header("content-type", "application/json")
+        .body(write_body(content, w, timeout))
         .send()
         .await
         .map_err(|error| format!("POST {url}: {error}"))?;
     let status = response.status();
-    // Read the body to the end, so that the connection goes back to the pool.
     let text = response
         .text()
         .await
@@ -417,4 +497,23 @@ async fn catch_up(master: &NodeClient, secondaries: &[(String, NodeClient)]) -> 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_per_w_is_the_json_the_master_reads() {
+        assert_eq!(
+            write_body("xx", 3, None),
+            Bytes::from_static(br#"{"content":"xx","w":3}"#)
+        );
+        assert_eq!(
+            write_body("x", 1, Some(Duration::from_secs(60))),
+            Bytes::from_static(br#"{"content":"x","w":1,"timeout_ms":60000}"#)
+        );
+        assert_eq!(w_values(&WSpec::Fixed(2)), vec![2]);
+        assert_eq!(w_values(&WSpec::Mix(vec![(1, 0.5), (3, 0.5)])), vec![1, 3]);
+    }
 }

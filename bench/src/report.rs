@@ -3,6 +3,7 @@
 //! ratio to the bare pipeline of the same run, queue type and clients.
 
 use crate::args::{Pace, Plan, QueueKind, Stop};
+use crate::memory::{self, NodeMemory};
 use crate::stats::{ratio, LagEntries, Latency};
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -100,6 +101,8 @@ pub struct Cell {
     pub catch_up_ms: Option<f64>,
     /// replog against the bare pipeline of the same run, queue type and clients.
     pub vs_raw: Option<Ratios>,
+    /// Each node's resident memory over the cell (replog with `--memory-every` only).
+    pub memory: Vec<NodeMemory>,
 }
 
 /// `1.23`, or `–` for nothing.
@@ -131,8 +134,11 @@ pub fn describe(plan: &Plan) -> String {
     } else {
         String::new()
     };
+    let memory = plan.memory_every.map_or_else(String::new, |every| {
+        format!(", nodes' RSS sampled every {:.1} s", every.as_secs_f64())
+    });
     format!(
-        "{} B entries, {secondaries} secondaries{partitions}, {pace}, {stop}, {} run(s)",
+        "{} B entries, {secondaries} secondaries{partitions}, {pace}, {stop}, {} run(s){memory}",
         plan.size, plan.runs
     )
 }
@@ -284,6 +290,35 @@ pub fn markdown(plan: &Plan, cells: &[Cell]) -> String {
             );
         }
     }
+    out.push_str(&memory_tables(cells));
+    out
+}
+
+/// A "Memory (RSS) over the cell" table per cell whose nodes were sampled; empty if none.
+fn memory_tables(cells: &[Cell]) -> String {
+    let mut out = String::new();
+    for cell in cells.iter().filter(|cell| !cell.memory.is_empty()) {
+        let _ = writeln!(
+            out,
+            "\n#### Memory (RSS) over the cell: run {}, {} queues, {} secondaries, C={}, w={}, {}\n",
+            cell.run,
+            cell.queue_type.name(),
+            cell.secondaries,
+            cell.clients,
+            cell.w,
+            cell.pace
+        );
+        out.push_str(&memory::table(&cell.memory));
+    }
+    if !out.is_empty() {
+        out.push_str(
+            "\n`VmRSS` of each node, sampled from the first write of the cell to the last answer. \
+             At warm-up: the first sample after the first minute (or after the first 10% of the \
+             cell, if shorter), read `warm-up s` after the first write; peak: the largest sample; \
+             growth: last minus at warm-up; slope: least squares over the samples from warm-up \
+             on.\n",
+        );
+    }
     out
 }
 
@@ -373,6 +408,7 @@ mod tests {
             unconfirmed: None,
             catch_up_ms: None,
             vs_raw: None,
+            memory: vec![],
         }
     }
 
@@ -411,6 +447,35 @@ mod tests {
         assert!(
             table.contains("#### Run 1, classic queues, 2 secondaries"),
             "{table}"
+        );
+    }
+
+    #[test]
+    fn sampled_cells_get_a_memory_table() {
+        let plan = <crate::args::Args as clap::Parser>::try_parse_from(["load"])
+            .unwrap()
+            .plan()
+            .unwrap();
+        let plain = cell(System::Replog, 3000.0, 2.5, 2.0);
+        assert!(!markdown(&plan, std::slice::from_ref(&plain)).contains("Memory"));
+        let mut sampled = plain;
+        sampled.memory = vec![NodeMemory::of(
+            "master".into(),
+            7,
+            std::time::Duration::from_secs(5),
+            &[memory::Sample {
+                at_s: 0.0,
+                rss_kib: 2048,
+            }],
+        )];
+        let text = markdown(&plan, &[sampled]);
+        assert!(
+            text.contains("#### Memory (RSS) over the cell: run 1, classic queues, 2 secondaries, C=64, w=3, closed"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| master | 7 | 1 | 0.0 | 2.0 | 2.0 | 2.0 | +0.0 | – |"),
+            "{text}"
         );
     }
 
