@@ -6,7 +6,7 @@
 //! difference divided by the answered writes is its CPU cost per write, in microseconds. The
 //! processes are the load generator itself (the bare pipeline's publisher and consumers live
 //! there), the nodes of a cluster started here, and the broker when it runs on this machine
-//! (found by its `beam.smp` command line). Linux only: elsewhere nothing is measured.
+//! (the process listening on the AMQP URL's port). Linux only: elsewhere nothing is measured.
 
 use serde::Serialize;
 
@@ -67,36 +67,72 @@ pub fn per_write(process: &str, spent: f64, writes: u64) -> ProcessCpu {
 /// The load generator and, when it runs here, the broker: the processes every cell has.
 pub fn own_processes(amqp_url: &str) -> Vec<(String, u32)> {
     let mut processes = vec![("load".to_owned(), std::process::id())];
-    if is_loopback(amqp_url) {
-        if let Some(pid) = find_broker() {
-            processes.insert(0, ("broker".to_owned(), pid));
-        }
+    if let Some(pid) = local_port(amqp_url).and_then(listener_of) {
+        processes.insert(0, ("broker".to_owned(), pid));
     }
     processes
 }
 
-/// Whether the first broker URL names this machine.
-fn is_loopback(amqp_url: &str) -> bool {
+/// The port of the first broker URL when it names this machine (5672 unless given).
+fn local_port(amqp_url: &str) -> Option<u16> {
     let first = amqp_url.split(',').next().unwrap_or_default();
-    let authority = first.split_once("://").map_or(first, |(_, rest)| rest);
-    let authority = authority.split('/').next().unwrap_or_default();
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-    let host = if host_port.starts_with('[') {
-        host_port.split(']').next().unwrap_or_default().trim_start_matches('[')
-    } else {
-        host_port.split(':').next().unwrap_or_default()
+    let (scheme, rest) = first.split_once("://").unwrap_or(("amqp", first));
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(bracketed) => {
+            let (host, after) = bracketed.split_once(']')?;
+            (host, after.strip_prefix(':'))
+        }
+        None => match host_port.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        },
     };
-    matches!(host, "127.0.0.1" | "localhost" | "::1")
+    if !matches!(host, "127.0.0.1" | "localhost" | "::1") {
+        return None;
+    }
+    match port {
+        Some(port) => port.parse().ok(),
+        None if scheme == "amqps" => Some(5671),
+        None => Some(5672),
+    }
 }
 
-/// The pid of a local RabbitMQ (its Erlang VM, `beam.smp`, running `rabbit`), if one runs.
-fn find_broker() -> Option<u32> {
-    let entries = std::fs::read_dir("/proc").ok()?;
-    entries.flatten().find_map(|entry| {
-        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-        let command = std::fs::read(entry.path().join("cmdline")).ok()?;
-        let command = String::from_utf8_lossy(&command);
-        (command.contains("beam.smp") && command.contains("rabbit")).then_some(pid)
+/// The process listening on TCP `port` on this machine: the socket's inode from
+/// `/proc/net/tcp{,6}`, then the process holding it among `/proc/*/fd`.
+fn listener_of(port: u16) -> Option<u32> {
+    let inode = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .find_map(|table| listening_inode(&table, port))?;
+    let socket = format!("socket:[{inode}]");
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let fds = std::fs::read_dir(entry.path().join("fd")).ok()?;
+            fds.flatten()
+                .any(|fd| {
+                    std::fs::read_link(fd.path())
+                        .is_ok_and(|link| link.as_os_str() == socket.as_str())
+                })
+                .then_some(pid)
+        })
+}
+
+/// The inode of the socket listening on `port` in a `/proc/net/tcp` table.
+pub fn listening_inode(table: &str, port: u16) -> Option<u64> {
+    const LISTEN: &str = "0A";
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let local_port = fields.get(1)?.rsplit_once(':')?.1;
+        let listening =
+            u16::from_str_radix(local_port, 16).ok()? == port && *fields.get(3)? == LISTEN;
+        listening.then(|| fields.get(9)?.parse().ok()).flatten()
     })
 }
 
@@ -161,11 +197,27 @@ mod tests {
 
     #[test]
     fn only_a_broker_on_this_machine_is_measured() {
-        assert!(is_loopback("amqp://guest:guest@127.0.0.1:5672/%2f"));
-        assert!(is_loopback("amqp://localhost"));
-        assert!(is_loopback("amqp://[::1]:5672/%2f"));
-        assert!(is_loopback("amqp://u:p@localhost:5672/%2f,amqp://u:p@other:5672/%2f"));
-        assert!(!is_loopback("amqp://guest:guest@rabbit-1:5672/%2f"));
+        assert_eq!(
+            local_port("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            Some(5672)
+        );
+        assert_eq!(local_port("amqp://localhost"), Some(5672));
+        assert_eq!(local_port("amqps://localhost"), Some(5671));
+        assert_eq!(local_port("amqp://[::1]:5681/%2f"), Some(5681));
+        assert_eq!(
+            local_port("amqp://u:p@localhost:5682/%2f,amqp://u:p@other/%2f"),
+            Some(5682)
+        );
+        assert_eq!(local_port("amqp://guest:guest@rabbit-1:5672/%2f"), None);
+    }
+
+    #[test]
+    fn the_listening_socket_is_found_by_port() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1628 00000000:0000 0A 00000000:00000000 00:00000000 00000000   107        0 31337 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:1628 0100007F:D431 01 00000000:00000000 00:00000000 00000000   107        0 4242 1 0000000000000000 20 4 30 10 -1";
+        assert_eq!(listening_inode(table, 5672), Some(31337));
+        assert_eq!(listening_inode(table, 5673), None);
     }
 
     #[test]

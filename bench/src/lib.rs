@@ -6,6 +6,7 @@
 //! - [`raw`]: the bare pipeline (confirmed publisher, fanout, batched acks, cumulative replies).
 //! - [`http`]: the lean keep-alive HTTP/1.1 client of replog's write path.
 //! - [`memory`]: the nodes' resident memory sampled during a cell, and its growth.
+//! - [`cpu`]: CPU time per write by process (broker, load generator, each node).
 //! - [`replog`]: replog through HTTP, on a cluster started here or a running one; lag sampling.
 //! - [`stats`]: percentiles, lag summaries, ratios.
 //! - [`report`]: the cells, as JSON and markdown tables.
@@ -13,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod args;
+pub mod cpu;
 pub mod driver;
 pub mod http;
 pub mod memory;
@@ -74,6 +76,7 @@ pub async fn run(plan: &Plan, mut progress: impl FnMut(&Cell)) -> Result<Vec<Cel
                     catch_up_ms: None,
                     vs_raw: None,
                     memory: Vec::new(),
+                    cpu: Vec::new(),
                 };
                 let mut raw_cell = None;
                 if plan.raw {
@@ -93,6 +96,7 @@ pub async fn run(plan: &Plan, mut progress: impl FnMut(&Cell)) -> Result<Vec<Cel
                         Ok(mut measured) => {
                             fill(&mut cell, &mut measured.outcome);
                             cell.unconfirmed = Some(measured.unconfirmed);
+                            cell.cpu = measured.cpu;
                             cell.lag = measured
                                 .lag
                                 .into_iter()
@@ -133,6 +137,7 @@ pub async fn run(plan: &Plan, mut progress: impl FnMut(&Cell)) -> Result<Vec<Cel
                             fill(&mut cell, &mut measured.outcome);
                             cell.catch_up_ms = measured.catch_up.map(|d| d.as_secs_f64() * 1000.0);
                             cell.memory = measured.memory;
+                            cell.cpu = measured.cpu;
                             cell.per_partition = measured
                                 .per_partition
                                 .iter()

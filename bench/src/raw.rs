@@ -86,6 +86,9 @@ pub struct RawOutcome {
     pub lag: Vec<ConsumerLag>,
     /// Publishes the broker nacked or never confirmed.
     pub unconfirmed: u64,
+    /// CPU time per answered write of the broker (when local) and the load generator (which
+    /// runs the publisher and the consumers), over the load.
+    pub cpu: Vec<crate::cpu::ProcessCpu>,
 }
 
 /// Why the bare pipeline could not run.
@@ -336,7 +339,9 @@ async fn run_named(spec: &RawSpec, names: &Names) -> Result<RawOutcome, RawError
         Arc::new(move |_w| publisher.clone().write().boxed())
     };
     // The bare pipeline has no write concern: every write waits for every consumer.
+    let cpu_before = crate::cpu::CpuReading::take(&crate::cpu::own_processes(&spec.amqp_url));
     let outcome = drive(write, spec.clients, &WSpec::Fixed(0), spec.pace, spec.stop).await;
+    let cpu = cpu_before.since(outcome.latencies_us.len() as u64);
 
     stop.cancel();
     let lag_samples = sampler.await.unwrap_or_default();
@@ -373,6 +378,7 @@ async fn run_named(spec: &RawSpec, names: &Names) -> Result<RawOutcome, RawError
         outcome,
         lag,
         unconfirmed,
+        cpu,
     })
 }
 

@@ -12,6 +12,7 @@
 //! during the load ([`crate::memory`]).
 
 use crate::args::{Pace, QueueKind, Stop, Target, WSpec};
+use crate::cpu::{self, CpuReading, ProcessCpu};
 use crate::driver::{drive, Outcome, WriteFn};
 use crate::http::Endpoint;
 use crate::memory::{self, NodeMemory};
@@ -87,6 +88,9 @@ pub struct ReplogOutcome {
     pub per_partition: Vec<u64>,
     /// Each node's resident memory over the load (empty unless sampled).
     pub memory: Vec<NodeMemory>,
+    /// CPU time per answered write of the broker (when local), the load generator and each
+    /// started node, over the load.
+    pub cpu: Vec<ProcessCpu>,
 }
 
 /// One log under load: its master and the secondaries whose lag is sampled.
@@ -335,12 +339,16 @@ async fn measure(
             ))
         })
         .collect();
+    let mut measured = cpu::own_processes(&spec.amqp_url);
+    measured.extend(processes.iter().cloned());
+    let cpu_before = CpuReading::take(&measured);
     // From the first write on: warm-up and growth are measured over the load itself.
     let memory = spec
         .memory_every
         .filter(|_| !processes.is_empty())
         .map(|every| tokio::spawn(memory::sample(processes, every, stop.clone())));
     let outcome = drive(write, spec.clients, &spec.w, spec.pace, spec.stop).await;
+    let cpu = cpu_before.since(outcome.latencies_us.len() as u64);
     let finished = Instant::now();
     stop.cancel();
     let memory = match memory {
@@ -364,6 +372,7 @@ async fn measure(
             .map(|count| count.load(Ordering::Relaxed))
             .collect(),
         memory,
+        cpu,
     })
 }
 

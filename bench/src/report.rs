@@ -18,6 +18,16 @@ pub enum System {
     Replog,
 }
 
+impl System {
+    /// The name in tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            System::Raw => "raw",
+            System::Replog => "replog",
+        }
+    }
+}
+
 /// One lag row: a secondary (or a bare consumer).
 #[derive(Debug, Clone, Serialize)]
 pub struct Lag {
@@ -103,6 +113,8 @@ pub struct Cell {
     pub vs_raw: Option<Ratios>,
     /// Each node's resident memory over the cell (replog with `--memory-every` only).
     pub memory: Vec<NodeMemory>,
+    /// CPU time per answered write, by process (the broker only when it runs here).
+    pub cpu: Vec<crate::cpu::ProcessCpu>,
 }
 
 /// `1.23`, or `–` for nothing.
@@ -180,10 +192,7 @@ pub fn markdown(plan: &Plan, cells: &[Cell]) -> String {
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} |",
-                match cell.system {
-                    System::Raw => "raw",
-                    System::Replog => "replog",
-                },
+                cell.system.name(),
                 cell.clients,
                 cell.w,
                 cell.pace,
@@ -272,6 +281,30 @@ pub fn markdown(plan: &Plan, cells: &[Cell]) -> String {
             "replog, time from the last answer until every secondary held the last entry:\n\n",
         );
         out.push_str(&catch_up.join("\n"));
+        out.push('\n');
+    }
+    let cpu: Vec<String> = cells
+        .iter()
+        .filter(|cell| !cell.cpu.is_empty())
+        .map(|cell| {
+            format!(
+                "- run {} {} N={} C={} {} w={}: {}",
+                cell.run,
+                cell.queue_type.name(),
+                cell.secondaries,
+                cell.clients,
+                cell.system.name(),
+                cell.w,
+                crate::cpu::line(&cell.cpu)
+            )
+        })
+        .collect();
+    if !cpu.is_empty() {
+        out.push_str(
+            "\nCPU time per answered write, in µs, by process (user + system from `/proc`, over the load; \
+             `load` is the load generator, which also runs the bare pipeline's publisher and consumers):\n\n",
+        );
+        out.push_str(&cpu.join("\n"));
         out.push('\n');
     }
     if plan.partitions > 1 {
@@ -409,6 +442,7 @@ mod tests {
             catch_up_ms: None,
             vs_raw: None,
             memory: vec![],
+            cpu: vec![],
         }
     }
 
