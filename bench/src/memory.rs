@@ -44,6 +44,10 @@ pub struct MemorySummary {
     /// Least-squares slope over the samples from the end of warm-up on, in MiB per minute;
     /// `None` with fewer than two such samples.
     pub slope_mib_per_min: Option<f64>,
+    /// The same slope over the second half of the cell only: memory that grows while a cache
+    /// fills to its cap and then stays flat shows a slope above zero from warm-up on and about
+    /// zero here, where a leak shows the same slope in both.
+    pub late_slope_mib_per_min: Option<f64>,
 }
 
 impl MemorySummary {
@@ -65,6 +69,12 @@ impl MemorySummary {
             .iter()
             .map(|sample| (sample.at_s / 60.0, mib(sample)))
             .collect();
+        let half_way = first.at_s + span / 2.0;
+        let late: Vec<(f64, f64)> = samples
+            .iter()
+            .filter(|sample| sample.at_s >= half_way)
+            .map(|sample| (sample.at_s / 60.0, mib(sample)))
+            .collect();
         Some(MemorySummary {
             warm_up_s: warmed_up.at_s,
             at_warm_up_mib: at_warm_up,
@@ -72,6 +82,7 @@ impl MemorySummary {
             last_mib: mib(last),
             growth_mib: mib(last) - at_warm_up,
             slope_mib_per_min: slope(&points),
+            late_slope_mib_per_min: slope(&late),
         })
     }
 }
@@ -129,23 +140,22 @@ impl NodeMemory {
 /// The markdown table of `nodes`: a row per node, figures in MiB, `–` where there are none.
 pub fn table(nodes: &[NodeMemory]) -> String {
     let mut out = String::from(
-        "| node | pid | samples | warm-up s | at warm-up MiB | peak MiB | last MiB | growth MiB | slope MiB/min |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| node | pid | samples | warm-up s | at warm-up MiB | peak MiB | last MiB | growth MiB | slope MiB/min | second-half slope MiB/min |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for node in nodes {
         let figures = match node.summary {
             Some(summary) => format!(
-                "{:.1} | {:.1} | {:.1} | {:.1} | {:+.1} | {}",
+                "{:.1} | {:.1} | {:.1} | {:.1} | {:+.1} | {} | {}",
                 summary.warm_up_s,
                 summary.at_warm_up_mib,
                 summary.peak_mib,
                 summary.last_mib,
                 summary.growth_mib,
-                summary
-                    .slope_mib_per_min
-                    .map_or_else(|| "–".to_owned(), |slope| format!("{slope:+.2}")),
+                signed(summary.slope_mib_per_min),
+                signed(summary.late_slope_mib_per_min),
             ),
-            None => "– | – | – | – | – | –".to_owned(),
+            None => "– | – | – | – | – | – | –".to_owned(),
         };
         out.push_str(&format!(
             "| {} | {} | {} | {figures} |\n",
@@ -153,6 +163,11 @@ pub fn table(nodes: &[NodeMemory]) -> String {
         ));
     }
     out
+}
+
+/// A slope with its sign, or `–`.
+fn signed(slope: Option<f64>) -> String {
+    slope.map_or_else(|| "–".to_owned(), |slope| format!("{slope:+.2}"))
 }
 
 /// `VmRSS` in KiB from the text of `/proc/<pid>/status`.
@@ -249,6 +264,22 @@ mod tests {
         assert_eq!(summary.growth_mib, 9.0);
         let slope = summary.slope_mib_per_min.unwrap();
         assert!((slope - 1.0).abs() < 1e-9, "{slope}");
+        let late = summary.late_slope_mib_per_min.unwrap();
+        assert!(
+            (late - 1.0).abs() < 1e-9,
+            "a leak grows in the second half too: {late}"
+        );
+    }
+
+    #[test]
+    fn a_cache_filling_to_its_cap_is_flat_in_the_second_half() {
+        // 40 MiB growing 4 MiB a minute for five minutes, then flat at 60 until minute ten.
+        let points: Vec<(f64, u64)> = (0..=10)
+            .map(|minute| (60.0 * minute as f64, 40 + 4 * minute.min(5)))
+            .collect();
+        let summary = MemorySummary::of(&samples(&points)).unwrap();
+        assert!(summary.slope_mib_per_min.is_some_and(|slope| slope > 1.0));
+        assert_eq!(summary.late_slope_mib_per_min, Some(0.0));
     }
 
     #[test]

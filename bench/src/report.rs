@@ -349,7 +349,8 @@ fn memory_tables(cells: &[Cell]) -> String {
              At warm-up: the first sample after the first minute (or after the first 10% of the \
              cell, if shorter), read `warm-up s` after the first write; peak: the largest sample; \
              growth: last minus at warm-up; slope: least squares over the samples from warm-up \
-             on.\n",
+             on; second-half slope: the same over the second half of the cell (a cache filling to \
+             its cap levels off there, a leak does not).\n",
         );
     }
     out
