@@ -265,11 +265,8 @@ pub fn markdown(plan: &Plan, cells: &[Cell]) -> String {
         .filter(|cell| cell.system == System::Replog)
         .map(|cell| {
             format!(
-                "- run {} {} N={} C={} w={}: {}",
-                cell.run,
-                cell.queue_type.name(),
-                cell.secondaries,
-                cell.clients,
+                "- {} w={}: {}",
+                cell_label(cell),
                 cell.w,
                 cell.catch_up_ms
                     .map_or("not within 60 s".to_owned(), |ms| format!("{ms:.0} ms"))
@@ -288,11 +285,8 @@ pub fn markdown(plan: &Plan, cells: &[Cell]) -> String {
         .filter(|cell| !cell.cpu.is_empty())
         .map(|cell| {
             format!(
-                "- run {} {} N={} C={} {} w={}: {}",
-                cell.run,
-                cell.queue_type.name(),
-                cell.secondaries,
-                cell.clients,
+                "- {} {} w={}: {}",
+                cell_label(cell),
                 cell.system.name(),
                 cell.w,
                 crate::cpu::line(&cell.cpu)
@@ -312,11 +306,8 @@ pub fn markdown(plan: &Plan, cells: &[Cell]) -> String {
         for cell in cells.iter().filter(|cell| cell.system == System::Replog) {
             let _ = writeln!(
                 out,
-                "- run {} {} N={} C={} w={}: {} (total {:.0})",
-                cell.run,
-                cell.queue_type.name(),
-                cell.secondaries,
-                cell.clients,
+                "- {} w={}: {} (total {:.0})",
+                cell_label(cell),
                 cell.w,
                 per_partition(cell),
                 cell.throughput
@@ -325,6 +316,17 @@ pub fn markdown(plan: &Plan, cells: &[Cell]) -> String {
     }
     out.push_str(&memory_tables(cells));
     out
+}
+
+/// Which cell a list item is about: `run 1 classic N=2 C=64`.
+fn cell_label(cell: &Cell) -> String {
+    format!(
+        "run {} {} N={} C={}",
+        cell.run,
+        cell.queue_type.name(),
+        cell.secondaries,
+        cell.clients
+    )
 }
 
 /// A "Memory (RSS) over the cell" table per cell whose nodes were sampled; empty if none.
