@@ -249,11 +249,7 @@ async fn measure(
     warm_up_w: u64,
     processes: Vec<(String, u32)>,
 ) -> Result<ReplogOutcome, ReplogError> {
-    // The warm-up goes through reqwest; the load through the lean client, one pool per master.
-    let http = reqwest::Client::builder()
-        .timeout(SETTLE_LIMIT)
-        .build()
-        .map_err(|error| ReplogError::Start(format!("HTTP client: {error}")))?;
+    // The warm-up and the load go through the lean client, one pool per master.
     let urls: Vec<String> = logs
         .iter()
         .map(|log| format!("{}/messages", log.master))
@@ -306,14 +302,12 @@ async fn measure(
             .boxed()
         })
     };
-    for url in &urls {
-        let warm_up = tokio::time::timeout(
-            SETTLE_LIMIT,
-            post(&http, url, &content, warm_up_w, Some(SETTLE_LIMIT)),
-        )
-        .await
-        .map_err(|_| ReplogError::WarmUp(format!("no answer within {SETTLE_LIMIT:?}")))?;
-        warm_up.map_err(ReplogError::WarmUp)?;
+    let warm_up_body = write_body(&content, warm_up_w, Some(SETTLE_LIMIT));
+    for endpoint in endpoints.iter() {
+        let warm_up = tokio::time::timeout(SETTLE_LIMIT, endpoint.post(warm_up_body.clone()))
+            .await
+            .map_err(|_| ReplogError::WarmUp(format!("no answer within {SETTLE_LIMIT:?}")))?;
+        warm_up.map_err(|error| ReplogError::WarmUp(error.to_string()))?;
     }
 
     let watched: Vec<(NodeClient, Vec<(String, NodeClient)>)> = logs
@@ -395,33 +389,6 @@ fn write_body(content: &str, w: u64, timeout: Option<Duration>) -> Bytes {
     };
     // A struct of strings and numbers always serialises.
     Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
-}
-
-/// One `POST /messages` through reqwest (the warm-up); `Ok` on 201 (or 200, a duplicate).
-async fn post(
-    http: &reqwest::Client,
-    url: &str,
-    content: &str,
-    w: u64,
-    timeout: Option<Duration>,
-) -> Result<(), String> {
-    let response = http
-        .post(url)
-        .header("content-type", "application/json")
-        .body(write_body(content, w, timeout))
-        .send()
-        .await
-        .map_err(|error| format!("POST {url}: {error}"))?;
-    let status = response.status();
-    let text = response
-        .text()
-        .await
-        .map_err(|error| format!("POST {url}: reading the answer: {error}"))?;
-    if status.is_success() {
-        Ok(())
-    } else {
-        Err(format!("POST {url}: {status}: {text}"))
-    }
 }
 
 /// The positions at one instant: the master's last order and each secondary's.

@@ -11,7 +11,7 @@
 use crate::dedup_keys::DedupKeys;
 use replog_common::rules::dedup::DedupMode;
 use replog_common::{events, Order};
-use replog_shell::store::{self, DataDir, LogStore, StoreError};
+use replog_shell::store::{self, DataDir, LogStore, Mark, StoreError};
 use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -104,23 +104,27 @@ pub async fn keep_confirmed_mark(
     written: watch::Sender<Order>,
 ) {
     let mut on_disk = *confirmed.borrow();
-    let mark = match data_dir.open_mark(CONFIRMED_MARK) {
-        Ok(mark) => Some(Arc::new(mark)),
-        Err(error) => {
-            tracing::warn!(%error, "cannot open the confirmed mark; more entries will be republished after a restart, and only the secondaries' reports show what a damaged log lost");
-            None
-        }
-    };
+    // Opened at the first write and kept open; opened again after a failed write.
+    let mut mark: Option<Mark> = None;
     loop {
         let open = confirmed.changed().await.is_ok();
         let current = *confirmed.borrow_and_update();
         if current != on_disk {
-            let written_now = match mark.clone() {
-                Some(mark) => store::blocking(move || mark.write(current)).await,
-                None => Ok(()),
-            };
+            let (dir, held) = (data_dir.clone(), mark.take());
+            let written_now = store::blocking(move || {
+                let opened = match held {
+                    Some(opened) => opened,
+                    None => dir.open_mark(CONFIRMED_MARK)?,
+                };
+                opened.write(current)?;
+                Ok::<_, StoreError>(opened)
+            })
+            .await;
             match written_now {
-                Ok(()) => on_disk = current,
+                Ok(opened) => {
+                    mark = Some(opened);
+                    on_disk = current;
+                }
                 Err(error) => {
                     tracing::warn!(%error, "cannot record the confirmed order; more entries will be republished after a restart, and only the secondaries' reports show what a damaged log lost")
                 }

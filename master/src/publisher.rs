@@ -219,7 +219,14 @@ impl Publisher {
             let stored = *self.stored.borrow_and_update();
             while !draining && self.window.next() <= stored && self.window.room() > 0 {
                 let next = self.window.next();
-                let room = self.window.room().min(READ_BATCH);
+                // No more than the runs the publish limit lets out now: what is read beyond
+                // them would be dropped and read again after the next confirm.
+                let runs = self.window.publishes_room();
+                let room = self
+                    .window
+                    .room()
+                    .min(READ_BATCH)
+                    .min(runs.saturating_mul(self.settings.runs.entries.max(1)));
                 let entries = match self.read(next, room).await {
                     Ok(entries) if !entries.is_empty() => entries,
                     Ok(_) => break,

@@ -101,10 +101,15 @@ impl ConfirmWindow {
     /// How many more entries may be published before a confirm comes in: none while the
     /// publish limit is reached.
     pub fn room(&self) -> usize {
-        if self.in_flight.len() >= self.publishes {
+        if self.publishes_room() == 0 {
             return 0;
         }
         self.capacity.saturating_sub(self.in_flight())
+    }
+
+    /// How many more publishes (runs) may go out before a confirm comes in.
+    pub fn publishes_room(&self) -> usize {
+        self.publishes.saturating_sub(self.in_flight.len())
     }
 
     /// When the oldest unconfirmed publish times out, if anything is in flight: the caller
@@ -417,8 +422,10 @@ mod tests {
         );
         window.published_run(Order(1), Order(3), at);
         assert_eq!(window.room(), 97);
+        assert_eq!(window.publishes_room(), 1);
         window.published(Order(4), at);
         assert_eq!(window.room(), 0, "two runs await their confirms");
+        assert_eq!(window.publishes_room(), 0);
         assert_eq!(window.acked(Order(3)), Decision::Advance(Order(3)));
         assert_eq!(window.room(), 99, "one confirm frees room for the next run");
         window.published_run(Order(5), Order(40), at);
