@@ -3,7 +3,9 @@
 //! One task, one channel, publisher confirms on, pipelined: up to [`MAX_IN_FLIGHT`] publishes
 //! await their confirms at once, in log order, with no round trip per entry. The publisher reads
 //! what to publish from the log store (the writer only announces how far the log is stored), so
-//! what it holds in memory is bounded by the pipeline, however long the broker is away.
+//! what it holds in memory is bounded by the pipeline, however long the broker is away. What
+//! the writer has just stored comes from the store's in-memory tail ([`TailCachedLog`]), with
+//! no disk read and no hop to the blocking pool.
 //!
 //! What each confirm means is the [`ConfirmWindow`]'s decision: everything up to `confirmed` is
 //! confirmed by the broker; a nack, a confirm that does not come in time (a frozen broker never
@@ -20,7 +22,7 @@ use replog_common::rules::confirm_window::{ConfirmWindow, Decision};
 use replog_common::wire::run::{encode_run, RunLimits, RUN_TYPE};
 use replog_common::{Entry, Incarnation, NodeId, Order};
 use replog_shell::amqp::{self, close_channel, AmqpError, Backoff, Broker};
-use replog_shell::store::{self, LogStore, StoreError};
+use replog_shell::store::{self, LogStore, StoreError, TailCachedLog};
 use replog_shell::topology::{QueueType, Topology};
 use std::future::Future;
 use std::pin::Pin;
@@ -81,8 +83,8 @@ pub struct Publisher {
     broker: Broker,
     /// Cluster names and settings.
     settings: PublisherSettings,
-    /// Where the entries are read from.
-    store: Arc<dyn LogStore>,
+    /// Where the entries are read from: the newest from memory, older ones from the disk.
+    store: Arc<TailCachedLog>,
     /// How far the log is stored, announced by the writer.
     stored: watch::Receiver<Order>,
     /// Everything up to here is confirmed by the broker; published for persistence and health.
@@ -99,7 +101,7 @@ impl Publisher {
     pub fn new(
         broker: Broker,
         settings: PublisherSettings,
-        store: Arc<dyn LogStore>,
+        store: Arc<TailCachedLog>,
         stored: watch::Receiver<Order>,
         confirmed: watch::Sender<Order>,
     ) -> Publisher {
@@ -336,7 +338,12 @@ impl Publisher {
         }
     }
 
+    /// Up to `limit` entries from `from`: what the writer just stored comes from memory, with
+    /// no hop to the blocking pool; anything older (a republish, a start) from the disk.
     async fn read(&self, from: Order, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        if let Some(entries) = self.store.read_cached(from, limit) {
+            return Ok(entries);
+        }
         let store = self.store.clone();
         store::blocking(move || store.read(from, limit)).await
     }

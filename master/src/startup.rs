@@ -15,7 +15,9 @@ use replog_common::wire::run::RunLimits;
 use replog_shell::amqp::{self, Broker};
 use replog_shell::shutdown::supervised;
 use replog_shell::startup::{self, ServeLimits, StartError};
-use replog_shell::store::{self, DataDir, StoreError};
+use replog_shell::store::{
+    self, DataDir, LogStore, StoreError, TailCachedLog, DEFAULT_TAIL_BYTES, DEFAULT_TAIL_ENTRIES,
+};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -116,6 +118,14 @@ impl Application {
             );
             fence.raise(fenced);
         }
+        // From here on the newest entries are also kept in memory, so that the publisher sends
+        // what the writer just stored without reading it back from the disk.
+        let tail = Arc::new(TailCachedLog::new(
+            store,
+            DEFAULT_TAIL_ENTRIES,
+            DEFAULT_TAIL_BYTES,
+        ));
+        let store: Arc<dyn LogStore> = tail.clone();
         let (stored_tx, stored_rx) = watch::channel(store.last_order());
         let (writer, writer_thread) = LogWriter::spawn(
             store.clone(),
@@ -153,13 +163,7 @@ impl Application {
             publishes_in_flight: config.publishes_in_flight as usize,
             broker_user,
         };
-        let publisher = Publisher::new(
-            broker.clone(),
-            settings,
-            store.clone(),
-            stored_rx,
-            confirmed,
-        );
+        let publisher = Publisher::new(broker.clone(), settings, tail, stored_rx, confirmed);
         tasks.spawn(supervised(
             "publisher",
             stop.clone(),

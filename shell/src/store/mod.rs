@@ -7,10 +7,12 @@
 mod data_dir;
 mod memory;
 mod segmented;
+mod tail_cache;
 
 pub use data_dir::{DataDir, Mark};
 pub use memory::MemoryLog;
 pub use segmented::{CutTail, Recovery, SegmentedLog, SegmentedLogOptions, TailDamage};
+pub use tail_cache::{TailCachedLog, DEFAULT_TAIL_BYTES, DEFAULT_TAIL_ENTRIES};
 
 use replog_common::entry::Entry;
 use replog_common::ids::Order;
