@@ -7,12 +7,6 @@ use replog_shell::{shutdown, telemetry};
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
-/// mimalloc rather than the system allocator: the hot path allocates many small, short-lived
-/// buffers on several threads, where glibc's malloc and free took about a tenth of the
-/// master's CPU under load (see "Profile: top costs" in docs/BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = SecondaryConfig::parse();
