@@ -1,8 +1,9 @@
 //! A log store that also keeps its newest entries in memory.
 //!
 //! The master's publisher sends what the writer has just appended. Reading it back from the
-//! disk took a blocking-pool hop, an open of the segment, a read and a decode. At one client
-//! that was about a third of a millisecond between an entry's fsync and its publish.
+//! disk took a blocking-pool hop, an open of the segment, a read and a decode: at one client,
+//! 0.26 ms p50 from an entry's fsync to its publish, 0.16 ms without them
+//! (`scripts/bench-stages`, docs/BENCHMARKS.md).
 //! [`TailCachedLog`] keeps a copy of the newest entries after each successful append,
 //! bounded by count and by bytes. [`TailCachedLog::read_cached`] serves a read that starts
 //! among them without any I/O; any other read goes to the log underneath.
