@@ -51,20 +51,34 @@ fn size(entry: &Entry) -> usize {
 
 impl Tail {
     /// Adds entries just appended to the log; a batch that does not continue the held entries
-    /// replaces them. The oldest go once a bound is passed.
+    /// replaces them. The oldest go once a bound is passed. Only the newest entries of the
+    /// batch that fit the bounds on their own are copied: a batch larger than the bounds is
+    /// not copied whole only to be evicted.
     fn push(&mut self, appended: &[Entry]) {
         let Some(first) = appended.first() else {
             return;
         };
-        let continues = self
-            .entries
-            .back()
-            .is_none_or(|last| last.order.next() == first.order);
+        let mut fitting_bytes = 0;
+        let fitting = appended
+            .iter()
+            .rev()
+            .take(self.max_entries)
+            .take_while(|entry| {
+                fitting_bytes += size(entry);
+                fitting_bytes <= self.max_bytes
+            })
+            .count();
+        // When part of the batch does not fit, nothing older does either.
+        let continues = fitting == appended.len()
+            && self
+                .entries
+                .back()
+                .is_none_or(|last| last.order.next() == first.order);
         if !continues {
             self.entries.clear();
             self.bytes = 0;
         }
-        for entry in appended {
+        for entry in &appended[appended.len() - fitting..] {
             self.bytes += size(entry);
             self.entries.push_back(entry.clone());
         }
