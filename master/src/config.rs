@@ -85,6 +85,15 @@ pub struct MasterConfig {
     #[arg(long, env = "REPLOG_PUBLISHES_IN_FLIGHT", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub publishes_in_flight: u64,
 
+    /// How long stored entries that no write waits for (`w=1` writes) may gather before they
+    /// are published, in milliseconds, like Kafka's `linger.ms`: under load the broker and the
+    /// secondaries then handle one message and one fsync per full run (`--run-entries`). A
+    /// write with `w >= 2` publishes everything up to it at once, and so does a full run or a
+    /// stop, so the linger only ever adds to the secondaries' lag, never to an answer. 0
+    /// publishes whatever is stored at once.
+    #[arg(long, env = "REPLOG_LINGER_MS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub linger_ms: u64,
+
     /// Base URL of a secondary to refill the log from at start (`GET /messages?from=`): every
     /// entry it holds beyond this log's end is appended, after checking that it holds this
     /// log's last entry under the same message id. The way out of the divergence fence (a log

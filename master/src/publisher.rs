@@ -19,6 +19,7 @@ use futures_util::stream::{FuturesOrdered, StreamExt};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation};
 use replog_common::rules::confirm_window::{ConfirmWindow, Decision};
+use replog_common::rules::linger::{Linger, PublishTiming, Unpublished};
 use replog_common::wire::run::{encode_run, RunLimits, RUN_TYPE};
 use replog_common::{Entry, Incarnation, NodeId, Order};
 use replog_shell::amqp::{self, close_channel, AmqpError, Backoff, Broker};
@@ -58,6 +59,9 @@ pub struct PublisherSettings {
     pub runs: RunLimits,
     /// Most entries messages awaiting a confirm at once (`--publishes-in-flight`).
     pub publishes_in_flight: usize,
+    /// How long entries no write waits for may gather before they are published
+    /// (`--linger-ms`); see [`replog_common::rules::linger`].
+    pub linger: Duration,
     /// The broker user the master connects as, stamped on every entry as its AMQP `user_id`:
     /// the broker refuses a publish whose `user_id` is not the connection's user, so a
     /// secondary started with `--master-user` knows an entry came from the master.
@@ -87,6 +91,10 @@ pub struct Publisher {
     store: Arc<TailCachedLog>,
     /// How far the log is stored, announced by the writer.
     stored: watch::Receiver<Order>,
+    /// The highest order a write waits for replication of: up to there, publish at once.
+    awaited: watch::Receiver<Order>,
+    /// When entries nobody waits for go out.
+    linger: Linger,
     /// Everything up to here is confirmed by the broker; published for persistence and health.
     confirmed: watch::Sender<Order>,
     /// What is published and confirmed, and what each confirm (or its absence) means.
@@ -97,22 +105,26 @@ pub struct Publisher {
 
 impl Publisher {
     /// A publisher that starts after `confirmed` (everything after it, if stored, is published
-    /// again) and follows `stored`.
+    /// again), follows `stored`, and publishes at once up to `awaited`.
     pub fn new(
         broker: Broker,
         settings: PublisherSettings,
         store: Arc<TailCachedLog>,
         stored: watch::Receiver<Order>,
+        awaited: watch::Receiver<Order>,
         confirmed: watch::Sender<Order>,
     ) -> Publisher {
         let start = *confirmed.borrow();
         let window = ConfirmWindow::new(start, MAX_IN_FLIGHT, settings.confirm_timeout)
             .with_publish_limit(settings.publishes_in_flight);
+        let linger = Linger::new(settings.linger, settings.runs.entries as u64);
         Publisher {
             broker,
             settings,
             store,
             stored,
+            awaited,
+            linger,
             published_through: start,
             confirmed,
             window,
@@ -217,9 +229,23 @@ impl Publisher {
         debug_assert_eq!(self.window.in_flight(), 0, "a fresh channel starts empty");
         let mut confirms: FuturesOrdered<ConfirmFuture> = FuturesOrdered::new();
         let mut draining = false;
+        // A stopping master publishes what is stored once more, then only drains confirms.
+        let mut flushed = false;
+        let mut awaited_open = true;
         loop {
             let stored = *self.stored.borrow_and_update();
-            while !draining && self.window.next() <= stored && self.window.room() > 0 {
+            let publishing = !draining || !flushed;
+            let mut linger_until = None;
+            let mut publish_now = false;
+            if publishing {
+                match self.timing(stored, draining) {
+                    PublishTiming::Idle => {}
+                    PublishTiming::Now => publish_now = true,
+                    PublishTiming::At(when) => linger_until = Some(when),
+                }
+                flushed = draining;
+            }
+            while publish_now && self.window.next() <= stored && self.window.room() > 0 {
                 let next = self.window.next();
                 // No more than the runs the publish limit lets out now: what is read beyond
                 // them would be dropped and read again after the next confirm.
@@ -270,6 +296,9 @@ impl Publisher {
                     }
                 }
             }
+            if publish_now {
+                self.linger.published(self.window.next() > stored);
+            }
             if draining && confirms.is_empty() {
                 return ChannelLost::Stopped;
             }
@@ -280,6 +309,10 @@ impl Publisher {
                         draining = true;
                     }
                 }
+                changed = self.awaited.changed(), if linger_until.is_some() && awaited_open => {
+                    awaited_open = changed.is_ok();
+                }
+                _ = until(linger_until), if linger_until.is_some() => {}
                 Some((order, outcome)) = confirms.next(), if !confirms.is_empty() => {
                     let (decision, reason) = match outcome {
                         Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => {
@@ -323,6 +356,18 @@ impl Publisher {
                 _ = tokio::time::sleep(DRAIN_TIMEOUT), if draining => return ChannelLost::Stopped,
             }
         }
+    }
+
+    /// Whether to publish what is stored now: at once when a write waits for it, when it is
+    /// published again, or when the master stops; otherwise once a full run gathered or the
+    /// linger ran out.
+    fn timing(&mut self, stored: Order, draining: bool) -> PublishTiming {
+        let next = self.window.next();
+        let entries = (stored.get() + 1).saturating_sub(next.get());
+        let awaited = *self.awaited.borrow_and_update();
+        let urgent = draining || next <= self.published_through || awaited >= next;
+        self.linger
+            .decide(Unpublished { entries, urgent }, Instant::now())
     }
 
     /// Carries out the window's decision: publishes how far the log is confirmed, or gives the

@@ -16,7 +16,7 @@ use replog_common::{Incarnation, NodeId, Order};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 /// Why a wait ended without the write concern.
@@ -108,6 +108,9 @@ pub struct Replication {
     policy: HealthPolicy,
     /// Cancelled at shutdown, so that waiters answer instead of holding the server open.
     stop: CancellationToken,
+    /// The highest order a write waits for replication of (`w >= 2`): the publisher publishes
+    /// up to it at once instead of lingering (see [`replog_common::rules::linger`]).
+    awaited: Arc<watch::Sender<Order>>,
 }
 
 impl Replication {
@@ -128,7 +131,13 @@ impl Replication {
             state: Arc::new(Mutex::new(state)),
             policy,
             stop,
+            awaited: Arc::new(watch::Sender::new(Order::ZERO)),
         }
+    }
+
+    /// Follows the highest order a write waits for replication of.
+    pub fn awaited(&self) -> watch::Receiver<Order> {
+        self.awaited.subscribe()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -258,6 +267,12 @@ impl Replication {
                 }
             }
         };
+        // Somebody waits for `order` to reach secondaries: the publisher stops lingering.
+        self.awaited.send_if_modified(|awaited| {
+            let later = order > *awaited;
+            *awaited = (*awaited).max(order);
+            later
+        });
         let _guard = CancelOnDrop {
             replication: self,
             order,

@@ -161,9 +161,17 @@ impl Application {
                 bytes: config.run_bytes as usize,
             },
             publishes_in_flight: config.publishes_in_flight as usize,
+            linger: Duration::from_millis(config.linger_ms),
             broker_user,
         };
-        let publisher = Publisher::new(broker.clone(), settings, tail, stored_rx, confirmed);
+        let publisher = Publisher::new(
+            broker.clone(),
+            settings,
+            tail,
+            stored_rx,
+            replication.awaited(),
+            confirmed,
+        );
         tasks.spawn(supervised(
             "publisher",
             stop.clone(),

@@ -9,6 +9,8 @@
 //!   already holds (by message id, then by content), and says when its keys move to disk.
 //! - [`confirm_window`]: the broker's publisher confirms: how far the log is confirmed, how
 //!   many publishes may be in flight, when everything unconfirmed is published again.
+//! - [`linger`]: when stored entries are published: at once for a waiting write, otherwise
+//!   after a short linger that lets a full run gather.
 //! - [`write_concern`]: which waiting writes the secondaries' acks satisfy.
 //! - [`dedup`]: what makes two writes the same entry, and the sequencer's recent keys.
 //! - [`membership`]: each secondary's state from its heartbeats (healthy, suspected,
@@ -26,6 +28,7 @@ pub mod confirm_window;
 pub mod dedup;
 pub mod gap_watch;
 pub mod holdback;
+pub mod linger;
 pub mod membership;
 pub mod sequencer;
 pub mod settle_book;

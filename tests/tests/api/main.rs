@@ -20,6 +20,8 @@
 //! - [`durability`]: nodes killed with SIGKILL come back with what they stored.
 //! - [`recovery`]: torn and corrupt records in a node's log are cut at start-up, never served.
 //! - [`broker`]: a private broker is stopped or killed and started again; every node recovers.
+//! - [`linger`]: `--linger-ms` delays only entries nobody waits for; a replicated write, a full
+//!   run and a stop publish at once.
 //! - [`wire_format`]: runs of entries in one versioned message; unknown versions refused.
 //! - [`broker_cluster`]: on a private three-node RabbitMQ cluster with quorum queues, the broker
 //!   node the master uses is killed, stopped or frozen mid-stream; nothing acknowledged is lost.
@@ -56,6 +58,7 @@ mod durability;
 mod entry_status;
 mod fence;
 mod helpers;
+mod linger;
 mod membership;
 mod metrics;
 mod ordering;

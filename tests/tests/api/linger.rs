@@ -1,0 +1,135 @@
+//! `--linger-ms`: entries no write waits for gather before they are published, and nothing else
+//! waits for the linger. A replicated write (`w >= 2`) publishes at once, a full run goes at
+//! once, and a stopping master publishes what lingers before it exits. Each test sets a linger
+//! far longer than it could wait, so a publish it sees cannot have come from the linger running
+//! out; and it checks that the secondaries got the entries through their queues, not by
+//! fetching them from the master (the safety net a secondary uses after 3 s without progress).
+
+use crate::helpers::{
+    assert_created, describe, messages, post, wait_for, warm_up, write, DEADLINE,
+};
+use replog_testkit::{NodeClient, TestCluster, Write};
+use std::time::Duration;
+
+/// Longer than any of these tests waits, and than a secondary's stuck check (3 s).
+const LONG_LINGER: &str = "10000";
+
+/// How many catch-up pages `secondary` has fetched from the master.
+async fn fetched_pages(secondary: &NodeClient) -> u64 {
+    let metrics = secondary
+        .get_raw("/metrics")
+        .await
+        .unwrap_or_else(|error| panic!("GET /metrics on {}: {error}", secondary.url()));
+    metrics
+        .body
+        .lines()
+        .filter(|line| line.starts_with("replog_catchup_fetches_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Waits until every secondary of `cluster` shows `len` entries.
+async fn wait_for_secondaries(cluster: &TestCluster, len: usize) {
+    for id in ["s1", "s2"] {
+        let node = cluster.secondary(id);
+        let what = format!("{id} shows {len} entries");
+        wait_for(DEADLINE, &what, || {
+            let node = node.clone();
+            async move {
+                let shown = messages(&node).await;
+                if shown.len() >= len {
+                    Ok(())
+                } else {
+                    Err(describe(&shown))
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// The catch-up pages each secondary fetched so far.
+async fn fetches(cluster: &TestCluster) -> Vec<u64> {
+    let mut counts = Vec::new();
+    for id in ["s1", "s2"] {
+        counts.push(fetched_pages(&cluster.secondary(id)).await);
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replicated_write_publishes_at_once_with_what_lingered_before_it() {
+    let cluster = TestCluster::builder()
+        .master_args(&["--linger-ms", LONG_LINGER])
+        .start()
+        .await;
+    let master = cluster.master();
+    warm_up(&cluster).await;
+    let fetched = fetches(&cluster).await;
+
+    // Nobody waits for this one: it lingers.
+    assert_created(&post(&master, &write("unhurried", 1)).await, "unhurried", 1);
+    // This one waits for both secondaries, well within the linger: it cannot linger.
+    let hurried = Write {
+        timeout_ms: Some(2000),
+        ..write("hurried", 3)
+    };
+    let answer = assert_created(&post(&master, &hurried).await, "hurried", 3);
+    assert_eq!(answer.acks, 3, "{answer:?}");
+
+    // The entry before it went out in the same publish.
+    wait_for_secondaries(&cluster, 3).await;
+    assert_eq!(
+        fetches(&cluster).await,
+        fetched,
+        "the entries reached the secondaries by a fetch from the master, not through their queues"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_run_is_published_without_waiting_for_the_linger() {
+    let cluster = TestCluster::builder()
+        .master_args(&["--linger-ms", LONG_LINGER, "--run-entries", "4"])
+        .start()
+        .await;
+    let master = cluster.master();
+    warm_up(&cluster).await;
+    let fetched = fetches(&cluster).await;
+
+    for index in 0..4 {
+        let content = format!("calm {index}");
+        assert_created(&post(&master, &write(&content, 1)).await, &content, 1);
+    }
+    wait_for_secondaries(&cluster, 5).await;
+    assert_eq!(
+        fetches(&cluster).await,
+        fetched,
+        "the full run reached the secondaries by a fetch from the master, not through their queues"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopping_master_publishes_what_lingers() {
+    let mut cluster = TestCluster::builder()
+        .master_args(&["--linger-ms", LONG_LINGER])
+        .start()
+        .await;
+    let master = cluster.master();
+    warm_up(&cluster).await;
+
+    assert_created(
+        &post(&master, &write("last words", 1)).await,
+        "last words",
+        1,
+    );
+    let status = cluster
+        .node_mut("master")
+        .terminate(Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert!(status.is_some_and(|status| status.success()), "{status:?}");
+    // The master is gone: only its queue can bring the entry.
+    wait_for_secondaries(&cluster, 2).await;
+    let log = messages(&cluster.secondary("s1")).await;
+    assert_eq!(log[1].content, "last words", "{}", describe(&log));
+}
