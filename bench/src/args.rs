@@ -101,6 +101,10 @@ pub struct Args {
     /// last value and growth. Off by default.
     #[arg(long, env = "REPLOG_BENCH_MEMORY_EVERY")]
     pub memory_every: Option<String>,
+    /// Extra flags for every master a cell starts, as one whitespace-separated string (e.g.
+    /// `--linger-ms 0`), to compare a setting against the default in one invocation.
+    #[arg(long, env = "REPLOG_BENCH_MASTER_FLAGS", allow_hyphen_values = true)]
+    pub master_flags: Option<String>,
     /// Write every cell's results as JSON to this file.
     #[arg(long, env = "REPLOG_BENCH_JSON")]
     pub json: Option<std::path::PathBuf>,
@@ -299,6 +303,8 @@ pub struct Plan {
     pub timeout: Duration,
     /// How often the nodes' resident memory is sampled during a replog cell; `None`: never.
     pub memory_every: Option<Duration>,
+    /// Extra flags for every master a cell starts.
+    pub master_flags: Vec<String>,
 }
 
 /// The most clients (or secondaries) a cell may have: beyond it the load generator measures
@@ -471,6 +477,19 @@ impl Args {
                 Some(every)
             }
         };
+        let master_flags: Vec<String> = self
+            .master_flags
+            .as_deref()
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        if !master_flags.is_empty() && target != Target::Start {
+            return Err(invalid(
+                "master-flags",
+                "only for a cluster started here (a running master has its flags already)",
+            ));
+        }
         Ok(Plan {
             raw,
             replog: !self.raw_only,
@@ -489,6 +508,7 @@ impl Args {
             prefetch: self.prefetch,
             timeout: Duration::from_millis(self.timeout_ms),
             memory_every,
+            master_flags,
         })
     }
 }
@@ -732,6 +752,19 @@ mod tests {
     fn w_may_exceed_the_default_cluster_for_a_running_master() {
         assert!(plan(&["--master", "http://m", "--w", "5"]).is_ok());
         assert!(plan(&["--secondaries", "4", "--w", "5"]).is_ok());
+    }
+
+    #[test]
+    fn master_flags_are_split_and_only_for_a_started_cluster() {
+        assert!(plan(&[]).unwrap().master_flags.is_empty());
+        assert_eq!(
+            plan(&["--master-flags", "--linger-ms 0  --run-entries 8"])
+                .unwrap()
+                .master_flags,
+            ["--linger-ms", "0", "--run-entries", "8"]
+        );
+        let error = plan(&["--master", "http://m", "--master-flags", "--linger-ms 0"]).unwrap_err();
+        assert!(error.to_string().starts_with("--master-flags:"), "{error}");
     }
 
     #[test]

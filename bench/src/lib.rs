@@ -130,6 +130,7 @@ pub async fn run(plan: &Plan, mut progress: impl FnMut(&Cell)) -> Result<Vec<Cel
                         stop: plan.stop,
                         timeout: plan.timeout,
                         memory_every: plan.memory_every,
+                        master_flags: plan.master_flags.clone(),
                     };
                     let mut cell = empty(System::Replog, w.label());
                     match replog::run(&spec, binaries.as_ref()).await {

@@ -61,6 +61,8 @@ pub struct ReplogSpec {
     pub timeout: Duration,
     /// How often a started cluster's nodes' resident memory is sampled; `None`: never.
     pub memory_every: Option<Duration>,
+    /// Extra flags for every master started here.
+    pub master_flags: Vec<String>,
 }
 
 /// One secondary's lag behind the master.
@@ -161,6 +163,9 @@ pub async fn run(
                 cluster_spec.secondaries =
                     (1..=spec.secondaries).map(|i| format!("s{i}")).collect();
                 cluster_spec.queue_type = Some(spec.queue_type.name().to_owned());
+                cluster_spec
+                    .master_args
+                    .extend(spec.master_flags.iter().cloned());
                 // Armed before the first node starts, dropped after the last one is dead.
                 guards.push(NamespaceGuard::new(
                     &cluster_spec.namespace,

@@ -149,8 +149,13 @@ pub fn describe(plan: &Plan) -> String {
     let memory = plan.memory_every.map_or_else(String::new, |every| {
         format!(", nodes' RSS sampled every {:.1} s", every.as_secs_f64())
     });
+    let flags = if plan.master_flags.is_empty() {
+        String::new()
+    } else {
+        format!(", masters started with `{}`", plan.master_flags.join(" "))
+    };
     format!(
-        "{} B entries, {secondaries} secondaries{partitions}, {pace}, {stop}, {} run(s){memory}",
+        "{} B entries, {secondaries} secondaries{partitions}, {pace}, {stop}, {} run(s){memory}{flags}",
         plan.size, plan.runs
     )
 }

@@ -71,7 +71,7 @@ pub struct MasterConfig {
 
     /// Most entries in one entries message: whatever is stored and not yet published goes out
     /// at once, in runs of up to this many (1 publishes one message per entry).
-    #[arg(long, env = "REPLOG_RUN_ENTRIES", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    #[arg(long, env = "REPLOG_RUN_ENTRIES", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub run_entries: u64,
 
     /// Most bytes of ids and contents in one entries message (a larger single entry still goes,
@@ -91,7 +91,7 @@ pub struct MasterConfig {
     /// write with `w >= 2` publishes everything up to it at once, and so does a full run or a
     /// stop, so the linger only ever adds to the secondaries' lag, never to an answer. 0
     /// publishes whatever is stored at once.
-    #[arg(long, env = "REPLOG_LINGER_MS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    #[arg(long, env = "REPLOG_LINGER_MS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub linger_ms: u64,
 
     /// Base URL of a secondary to refill the log from at start (`GET /messages?from=`): every
