@@ -69,8 +69,9 @@ pub struct MasterConfig {
     #[arg(long, env = "REPLOG_CONFIRM_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=DAY_MS))]
     pub confirm_timeout_ms: u64,
 
-    /// Most entries in one entries message: whatever is stored and not yet published goes out
-    /// at once, in runs of up to this many (1 publishes one message per entry).
+    /// Most entries in one entries message: what is stored and not yet published goes out in
+    /// runs of up to this many (1 publishes one message per entry); a run this long also ends
+    /// the linger (`--linger-ms`).
     #[arg(long, env = "REPLOG_RUN_ENTRIES", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub run_entries: u64,
 
@@ -90,7 +91,9 @@ pub struct MasterConfig {
     /// secondaries then handle one message and one fsync per full run (`--run-entries`). A
     /// write with `w >= 2` publishes everything up to it at once, and so does a full run or a
     /// stop, so the linger only ever adds to the secondaries' lag, never to an answer. 0
-    /// publishes whatever is stored at once.
+    /// publishes whatever is stored at once. Keep it far below the secondaries' 3 s stuck check
+    /// (a secondary then fetches from the master what its queue did not bring); the master warns
+    /// at start above 1000 ms.
     #[arg(long, env = "REPLOG_LINGER_MS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub linger_ms: u64,
 

@@ -229,11 +229,21 @@ impl Publisher {
         debug_assert_eq!(self.window.in_flight(), 0, "a fresh channel starts empty");
         let mut confirms: FuturesOrdered<ConfirmFuture> = FuturesOrdered::new();
         let mut draining = false;
-        // A stopping master publishes what is stored once more, then only drains confirms.
+        // A stopping master publishes what was stored when it was told to stop (as the publish
+        // limit lets it), then only drains confirms, all within one DRAIN_TIMEOUT.
+        let mut flush_to: Option<Order> = None;
         let mut flushed = false;
+        let mut drain_deadline: Option<Instant> = None;
         let mut awaited_open = true;
         loop {
-            let stored = *self.stored.borrow_and_update();
+            let stored = match flush_to {
+                Some(to) => to,
+                None => *self.stored.borrow_and_update(),
+            };
+            if draining && flush_to.is_none() {
+                flush_to = Some(stored);
+                drain_deadline = Some(Instant::now() + DRAIN_TIMEOUT);
+            }
             let publishing = !draining || !flushed;
             let mut linger_until = None;
             let mut publish_now = false;
@@ -243,7 +253,6 @@ impl Publisher {
                     PublishTiming::Now => publish_now = true,
                     PublishTiming::At(when) => linger_until = Some(when),
                 }
-                flushed = draining;
             }
             while publish_now && self.window.next() <= stored && self.window.room() > 0 {
                 let next = self.window.next();
@@ -299,6 +308,9 @@ impl Publisher {
             if publish_now {
                 self.linger.published(self.window.next() > stored);
             }
+            if draining {
+                flushed = self.window.next() > stored;
+            }
             if draining && confirms.is_empty() {
                 return ChannelLost::Stopped;
             }
@@ -353,7 +365,7 @@ impl Publisher {
                     draining = true;
                     tracing::info!(in_flight = confirms.len(), "publisher draining outstanding confirms");
                 }
-                _ = tokio::time::sleep(DRAIN_TIMEOUT), if draining => return ChannelLost::Stopped,
+                _ = until(drain_deadline), if draining => return ChannelLost::Stopped,
             }
         }
     }

@@ -140,6 +140,16 @@ impl Replication {
         self.awaited.subscribe()
     }
 
+    /// Somebody waits for `order` to reach secondaries, or for the broker's confirm of it: the
+    /// publisher publishes everything up to it at once instead of lingering.
+    pub fn expedite(&self, order: Order) {
+        self.awaited.send_if_modified(|awaited| {
+            let later = order > *awaited;
+            *awaited = (*awaited).max(order);
+            later
+        });
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().expect("replication state poisoned")
     }
@@ -256,6 +266,9 @@ impl Replication {
         w: usize,
         timeout: Option<Duration>,
     ) -> Result<usize, WaitFailed> {
+        if w >= 2 {
+            self.expedite(order);
+        }
         let (ticket, woken) = {
             let mut state = self.lock();
             match state.tracker.register(order, w) {
@@ -267,12 +280,6 @@ impl Replication {
                 }
             }
         };
-        // Somebody waits for `order` to reach secondaries: the publisher stops lingering.
-        self.awaited.send_if_modified(|awaited| {
-            let later = order > *awaited;
-            *awaited = (*awaited).max(order);
-            later
-        });
         let _guard = CancelOnDrop {
             replication: self,
             order,

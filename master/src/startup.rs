@@ -164,6 +164,14 @@ impl Application {
             linger: Duration::from_millis(config.linger_ms),
             broker_user,
         };
+        if config.linger_ms > 1000 {
+            tracing::warn!(
+                linger_ms = config.linger_ms,
+                "--linger-ms is above 1000: entries nobody waits for reach the secondaries that \
+                 late, and a secondary that sees no progress for 3 s fetches them from the \
+                 master instead"
+            );
+        }
         let publisher = Publisher::new(
             broker.clone(),
             settings,

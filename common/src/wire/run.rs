@@ -1,9 +1,10 @@
 //! A run of consecutive entries in one AMQP message: the versioned entry wire format.
 //!
 //! The broker's per-message work is what bounds replication throughput on one machine, so the
-//! master publishes whatever is stored and unpublished as one message of up to
-//! [`RunLimits::entries`] entries and [`RunLimits::bytes`] bytes, never waiting for company: a
-//! lone write travels alone. The message says what it is and which version it is, so that a
+//! master publishes what is stored and unpublished as one message of up to
+//! [`RunLimits::entries`] entries and [`RunLimits::bytes`] bytes. A write that waits for
+//! secondaries never waits for company: a lone one travels alone; only entries nobody waits for
+//! may linger for a full run (see [`crate::rules::linger`]). The message says what it is and which version it is, so that a
 //! node meeting a format it does not know refuses it with a clear error instead of guessing:
 //!
 //! ```json

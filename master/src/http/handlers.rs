@@ -181,6 +181,11 @@ const MARK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// secondary could hold it, so the mark is written already or right now.
 async fn await_mark(app: &AppState, order: replog_common::Order) {
     let mut written = app.mark_written.clone();
+    if *written.borrow() < order {
+        // Secondaries may hold an entry the master has not published yet (fetched by their
+        // catch-up): its confirm must not wait for the linger.
+        app.replication.expedite(order);
+    }
     let covered = tokio::time::timeout(MARK_WAIT, written.wait_for(|mark| *mark >= order)).await;
     if !matches!(covered, Ok(Ok(_))) {
         tracing::warn!(%order, "the confirmed mark does not cover an acknowledged entry yet; answering anyway");

@@ -309,12 +309,12 @@ async fn a_frozen_broker_node_loses_no_acknowledged_write() {
 /// 25 times; all are still there, and the secondary gets every one from its queue.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_entry_requeued_many_times_is_still_delivered() {
-    // No linger: each `w=1` write below is published alone the moment it is stored, so the
-    // queue holds one message per entry while s1 is down.
+    // Runs of one entry: each `w=1` write below is its own message (a full run, so it does not
+    // linger either), and the queue holds one message per entry while s1 is down.
     let mut replog = TestCluster::builder()
         .secondaries(&["s1"])
         .queue_type("quorum")
-        .master_args(&["--linger-ms", "0"])
+        .master_args(&["--run-entries", "1"])
         .start()
         .await;
     let master = replog.master();

@@ -6,7 +6,7 @@
 //! fetching them from the master (the safety net a secondary uses after 3 s without progress).
 
 use crate::helpers::{
-    assert_created, describe, messages, post, wait_for, warm_up, write, DEADLINE,
+    assert_created, describe, messages, post, wait_for, wait_until, warm_up, write, DEADLINE,
 };
 use replog_testkit::{NodeClient, TestCluster, Write};
 use std::time::Duration;
@@ -14,7 +14,8 @@ use std::time::Duration;
 /// Longer than any of these tests waits, and than a secondary's stuck check (3 s).
 const LONG_LINGER: &str = "10000";
 
-/// How many catch-up pages `secondary` has fetched from the master.
+/// How many catch-up pages `secondary` has fetched from the master (failed fetches, such as
+/// those at a stopped master, bring nothing and are not counted).
 async fn fetched_pages(secondary: &NodeClient) -> u64 {
     let metrics = secondary
         .get_raw("/metrics")
@@ -23,7 +24,7 @@ async fn fetched_pages(secondary: &NodeClient) -> u64 {
     metrics
         .body
         .lines()
-        .filter(|line| line.starts_with("replog_catchup_fetches_total{"))
+        .filter(|line| line.starts_with("replog_catchup_fetches_total{outcome=\"ok\"}"))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
 }
@@ -48,8 +49,19 @@ async fn wait_for_secondaries(cluster: &TestCluster, len: usize) {
     }
 }
 
-/// The catch-up pages each secondary fetched so far.
+/// The catch-up pages each secondary fetched so far, once each has finished its start-up
+/// catch-up (which may still be paging after the warm-up write returned).
 async fn fetches(cluster: &TestCluster) -> Vec<u64> {
+    for id in ["s1", "s2"] {
+        let what = format!("{id} finished its start-up catch-up");
+        wait_until(DEADLINE, &what, || async move {
+            cluster
+                .secondary_node(id)
+                .log_text()
+                .contains("start-up catch-up from the master done")
+        })
+        .await;
+    }
     let mut counts = Vec::new();
     for id in ["s1", "s2"] {
         counts.push(fetched_pages(&cluster.secondary(id)).await);
@@ -69,9 +81,9 @@ async fn a_replicated_write_publishes_at_once_with_what_lingered_before_it() {
 
     // Nobody waits for this one: it lingers.
     assert_created(&post(&master, &write("unhurried", 1)).await, "unhurried", 1);
-    // This one waits for both secondaries, well within the linger: it cannot linger.
+    // This one waits for both secondaries, for less than the linger: it cannot linger.
     let hurried = Write {
-        timeout_ms: Some(2000),
+        timeout_ms: Some(8000),
         ..write("hurried", 3)
     };
     let answer = assert_created(&post(&master, &hurried).await, "hurried", 3);
@@ -116,6 +128,7 @@ async fn a_stopping_master_publishes_what_lingers() {
         .await;
     let master = cluster.master();
     warm_up(&cluster).await;
+    let fetched = fetches(&cluster).await;
 
     assert_created(
         &post(&master, &write("last words", 1)).await,
@@ -132,4 +145,9 @@ async fn a_stopping_master_publishes_what_lingers() {
     wait_for_secondaries(&cluster, 2).await;
     let log = messages(&cluster.secondary("s1")).await;
     assert_eq!(log[1].content, "last words", "{}", describe(&log));
+    assert_eq!(
+        fetches(&cluster).await,
+        fetched,
+        "the entry reached the secondaries by a fetch from the master, not through their queues"
+    );
 }
