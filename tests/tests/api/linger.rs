@@ -49,6 +49,33 @@ async fn wait_for_secondaries(cluster: &TestCluster, len: usize) {
     }
 }
 
+/// A cluster whose master lingers for [`LONG_LINGER`] (and takes `extra` flags), warmed up,
+/// with the catch-up pages its secondaries fetched so far.
+async fn start_lingering(extra: &[&str]) -> (TestCluster, Vec<u64>) {
+    let mut args = vec!["--linger-ms", LONG_LINGER];
+    args.extend_from_slice(extra);
+    let cluster = TestCluster::builder().master_args(&args).start().await;
+    warm_up(&cluster).await;
+    let fetched = fetches(&cluster).await;
+    (cluster, fetched)
+}
+
+/// Waits until both secondaries show `len` entries, and checks that they fetched no page from
+/// the master since `fetched` was counted: `what` came through their queues.
+async fn assert_delivered_through_queues(
+    cluster: &TestCluster,
+    len: usize,
+    fetched: &[u64],
+    what: &str,
+) {
+    wait_for_secondaries(cluster, len).await;
+    assert_eq!(
+        fetches(cluster).await,
+        fetched,
+        "{what} reached the secondaries by a fetch from the master, not through their queues"
+    );
+}
+
 /// The catch-up pages each secondary fetched so far, once each has finished its start-up
 /// catch-up (which may still be paging after the warm-up write returned).
 async fn fetches(cluster: &TestCluster) -> Vec<u64> {
@@ -71,13 +98,8 @@ async fn fetches(cluster: &TestCluster) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replicated_write_publishes_at_once_with_what_lingered_before_it() {
-    let cluster = TestCluster::builder()
-        .master_args(&["--linger-ms", LONG_LINGER])
-        .start()
-        .await;
+    let (cluster, fetched) = start_lingering(&[]).await;
     let master = cluster.master();
-    warm_up(&cluster).await;
-    let fetched = fetches(&cluster).await;
 
     // Nobody waits for this one: it lingers.
     assert_created(&post(&master, &write("unhurried", 1)).await, "unhurried", 1);
@@ -90,45 +112,25 @@ async fn a_replicated_write_publishes_at_once_with_what_lingered_before_it() {
     assert_eq!(answer.acks, 3, "{answer:?}");
 
     // The entry before it went out in the same publish.
-    wait_for_secondaries(&cluster, 3).await;
-    assert_eq!(
-        fetches(&cluster).await,
-        fetched,
-        "the entries reached the secondaries by a fetch from the master, not through their queues"
-    );
+    assert_delivered_through_queues(&cluster, 3, &fetched, "the entries").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_run_is_published_without_waiting_for_the_linger() {
-    let cluster = TestCluster::builder()
-        .master_args(&["--linger-ms", LONG_LINGER, "--run-entries", "4"])
-        .start()
-        .await;
+    let (cluster, fetched) = start_lingering(&["--run-entries", "4"]).await;
     let master = cluster.master();
-    warm_up(&cluster).await;
-    let fetched = fetches(&cluster).await;
 
     for index in 0..4 {
         let content = format!("calm {index}");
         assert_created(&post(&master, &write(&content, 1)).await, &content, 1);
     }
-    wait_for_secondaries(&cluster, 5).await;
-    assert_eq!(
-        fetches(&cluster).await,
-        fetched,
-        "the full run reached the secondaries by a fetch from the master, not through their queues"
-    );
+    assert_delivered_through_queues(&cluster, 5, &fetched, "the full run").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stopping_master_publishes_what_lingers() {
-    let mut cluster = TestCluster::builder()
-        .master_args(&["--linger-ms", LONG_LINGER])
-        .start()
-        .await;
+    let (mut cluster, fetched) = start_lingering(&[]).await;
     let master = cluster.master();
-    warm_up(&cluster).await;
-    let fetched = fetches(&cluster).await;
 
     assert_created(
         &post(&master, &write("last words", 1)).await,
@@ -142,12 +144,7 @@ async fn a_stopping_master_publishes_what_lingers() {
         .unwrap();
     assert!(status.is_some_and(|status| status.success()), "{status:?}");
     // The master is gone: only its queue can bring the entry.
-    wait_for_secondaries(&cluster, 2).await;
+    assert_delivered_through_queues(&cluster, 2, &fetched, "the entry").await;
     let log = messages(&cluster.secondary("s1")).await;
     assert_eq!(log[1].content, "last words", "{}", describe(&log));
-    assert_eq!(
-        fetches(&cluster).await,
-        fetched,
-        "the entry reached the secondaries by a fetch from the master, not through their queues"
-    );
 }
