@@ -230,9 +230,9 @@ impl Publisher {
         let mut confirms: FuturesOrdered<ConfirmFuture> = FuturesOrdered::new();
         let mut draining = false;
         // A stopping master publishes what was stored when it was told to stop (as the publish
-        // limit lets it), then only drains confirms, all within one DRAIN_TIMEOUT.
+        // limit lets it), then only drains confirms, all within one DRAIN_TIMEOUT. Once that is
+        // out, nothing is left below `flush_to`, and the linger answers `Idle`.
         let mut flush_to: Option<Order> = None;
-        let mut flushed = false;
         let mut drain_deadline: Option<Instant> = None;
         let mut awaited_open = true;
         loop {
@@ -244,15 +244,12 @@ impl Publisher {
                 flush_to = Some(stored);
                 drain_deadline = Some(Instant::now() + DRAIN_TIMEOUT);
             }
-            let publishing = !draining || !flushed;
             let mut linger_until = None;
             let mut publish_now = false;
-            if publishing {
-                match self.timing(stored, draining) {
-                    PublishTiming::Idle => {}
-                    PublishTiming::Now => publish_now = true,
-                    PublishTiming::At(when) => linger_until = Some(when),
-                }
+            match self.timing(stored, draining) {
+                PublishTiming::Idle => {}
+                PublishTiming::Now => publish_now = true,
+                PublishTiming::At(when) => linger_until = Some(when),
             }
             while publish_now && self.window.next() <= stored && self.window.room() > 0 {
                 let next = self.window.next();
@@ -307,9 +304,6 @@ impl Publisher {
             }
             if publish_now {
                 self.linger.published(self.window.next() > stored);
-            }
-            if draining {
-                flushed = self.window.next() > stored;
             }
             if draining && confirms.is_empty() {
                 return ChannelLost::Stopped;
