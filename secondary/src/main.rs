@@ -9,8 +9,8 @@ use tokio_util::sync::CancellationToken;
 
 /// The allocator: jemalloc returns freed pages to the kernel after its decay time, so a node's
 /// resident memory follows what it holds. glibc's malloc kept the freed buffers of large runs in
-/// per-thread arenas: a secondary under `w=1` load grew to about 95 MiB holding 18 MiB
-/// (docs/BENCHMARKS.md, "Round 5").
+/// per-thread arenas: a secondary under `w=1` load grew to about 95 MiB, and at 56 MiB it held
+/// only 18 (docs/BENCHMARKS.md, "Round 5").
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
