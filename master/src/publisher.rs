@@ -73,6 +73,25 @@ pub struct PublisherSettings {
 type ConfirmFuture =
     Pin<Box<dyn Future<Output = (Order, Result<Confirmation, lapin::Error>)> + Send>>;
 
+/// A stopping master's last work on its channel: it publishes what was stored when it was told
+/// to stop (as the publish limit lets it), then only drains confirms, until one deadline.
+struct Drain {
+    /// The last entry stored when the stop came; nothing after it is published.
+    flush_to: Order,
+    /// When the publisher gives up on outstanding confirms.
+    deadline: Instant,
+}
+
+impl Drain {
+    /// A drain starting now, of everything stored up to `stored`.
+    fn from(stored: Order) -> Self {
+        Drain {
+            flush_to: stored,
+            deadline: Instant::now() + DRAIN_TIMEOUT,
+        }
+    }
+}
+
 /// Why the current channel was given up.
 enum ChannelLost {
     /// The master is stopping.
@@ -228,22 +247,16 @@ impl Publisher {
         // Every way off a channel goes through the window, which forgets what was in flight.
         debug_assert_eq!(self.window.in_flight(), 0, "a fresh channel starts empty");
         let mut confirms: FuturesOrdered<ConfirmFuture> = FuturesOrdered::new();
-        let mut draining = false;
-        // A stopping master publishes what was stored when it was told to stop (as the publish
-        // limit lets it), then only drains confirms, all within one DRAIN_TIMEOUT. Once that is
-        // out, nothing is left below `flush_to`, and the linger answers `Idle`.
-        let mut flush_to: Option<Order> = None;
-        let mut drain_deadline: Option<Instant> = None;
+        // Once a drain's entries are out, nothing is left up to its `flush_to`, and the linger
+        // answers `Idle`.
+        let mut drain: Option<Drain> = None;
         let mut awaited_open = true;
         loop {
-            let stored = match flush_to {
-                Some(to) => to,
+            let draining = drain.is_some();
+            let stored = match &drain {
+                Some(drain) => drain.flush_to,
                 None => *self.stored.borrow_and_update(),
             };
-            if draining && flush_to.is_none() {
-                flush_to = Some(stored);
-                drain_deadline = Some(Instant::now() + DRAIN_TIMEOUT);
-            }
             let mut linger_until = None;
             let mut publish_now = false;
             match self.timing(stored, draining) {
@@ -312,7 +325,7 @@ impl Publisher {
             tokio::select! {
                 changed = self.stored.changed(), if !draining => {
                     if changed.is_err() {
-                        draining = true;
+                        drain = Some(Drain::from(*self.stored.borrow()));
                     }
                 }
                 changed = self.awaited.changed(), if linger_until.is_some() && awaited_open => {
@@ -356,10 +369,10 @@ impl Publisher {
                     }
                 }
                 _ = stop.cancelled(), if !draining => {
-                    draining = true;
+                    drain = Some(Drain::from(*self.stored.borrow_and_update()));
                     tracing::info!(in_flight = confirms.len(), "publisher draining outstanding confirms");
                 }
-                _ = until(drain_deadline), if draining => return ChannelLost::Stopped,
+                _ = until(drain.as_ref().map(|drain| drain.deadline)), if draining => return ChannelLost::Stopped,
             }
         }
     }
