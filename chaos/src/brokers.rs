@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// How long a cluster node may take to rejoin after the final heal.
-const REJOIN: Duration = Duration::from_secs(120);
+const REJOIN: Duration = Duration::from_secs(180);
 
 /// One private broker node, or a private cluster.
 #[derive(Debug)]
@@ -98,13 +98,17 @@ impl Brokers {
 
     /// Waits until a cluster is whole again (every node running, no partition); at once for
     /// one node.
-    pub async fn wait_joined(&self) -> Result<(), BrokerError> {
+    pub async fn wait_joined(&mut self) -> Result<(), BrokerError> {
         match self {
             Brokers::Single(_) => Ok(()),
             Brokers::Cluster(cluster) => {
                 let began = Instant::now();
-                cluster.wait_all_running(REJOIN).await?;
-                tracing::info!(took = ?began.elapsed(), "broker cluster whole again");
+                let rejoined = cluster.wait_all_running(REJOIN).await?;
+                tracing::info!(
+                    took = ?began.elapsed(),
+                    restarted = ?rejoined.restarted,
+                    "broker cluster whole again"
+                );
                 Ok(())
             }
         }

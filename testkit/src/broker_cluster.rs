@@ -15,7 +15,9 @@
 //! `cluster_partition_handling = autoheal`: a node thawed after its peers gave up on it comes
 //! back talking to them at once, never counting itself a minority, so `pause_minority` would
 //! leave the cluster partitioned (seen: mnesia's `inconsistent_database` and no healing);
-//! autoheal restarts the losing side, and the node rejoins.
+//! autoheal restarts the losing side, and the node rejoins. Autoheal itself was once seen to
+//! leave the partition in place for minutes; [`BrokerCluster::wait_all_running`] then restarts
+//! the untrusted side by hand, as RabbitMQ's partition guide says an operator should.
 //!
 //! One node at a time can be killed (SIGKILL), stopped, started, frozen (SIGSTOP) and thawed;
 //! [`BrokerCluster::amqp_urls`] lists every node for `--amqp-url`. Dropping the cluster stops its
@@ -26,6 +28,7 @@
 //! join in 40-70 s.
 
 use crate::broker::{BrokerError, BrokerOptions, Member, PrivateBroker};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -39,6 +42,11 @@ const CTL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Settings every member adds to its `rabbitmq.conf`.
 const MEMBER_CONF: &str = "cluster_partition_handling = autoheal\n";
 
+/// How long [`BrokerCluster::wait_all_running`] waits for `autoheal` before it restarts the
+/// untrusted side itself: autoheal takes seconds when it works, and its loser gives up waiting
+/// for the winner after 60 s (`autoheal_state_transition_timeout`).
+pub const AUTOHEAL_GRACE: Duration = Duration::from_secs(75);
+
 /// Every member's `advanced.config`: a frozen peer is noticed after about `net_ticktime`.
 const MEMBER_ADVANCED_CONFIG: &str = "[{kernel, [{net_ticktime, 10}]}].\n";
 
@@ -49,6 +57,8 @@ pub struct BrokerCluster {
     nodes: Vec<PrivateBroker>,
     /// The cluster's directory (removed on drop unless kept).
     dir: ClusterDir,
+    /// See [`BrokerCluster::set_autoheal_grace`].
+    autoheal_grace: Duration,
 }
 
 /// Where the cluster's files live, and whether they go when it does.
@@ -102,7 +112,11 @@ impl BrokerCluster {
             };
             nodes.push(PrivateBroker::create(node_options, Some(member))?);
         }
-        let mut cluster = BrokerCluster { nodes, dir };
+        let mut cluster = BrokerCluster {
+            nodes,
+            dir,
+            autoheal_grace: AUTOHEAL_GRACE,
+        };
         futures_util::future::try_join_all(cluster.nodes.iter_mut().map(|node| node.start()))
             .await?;
         let first = cluster.nodes[0].node_name().to_owned();
@@ -191,44 +205,79 @@ impl BrokerCluster {
 
     /// The cluster's running nodes as `node` sees them (`rabbitmqctl cluster_status`).
     pub async fn running_nodes(&self, via: usize) -> Result<Vec<String>, BrokerError> {
-        Ok(self.cluster_status(via).await?.0)
+        Ok(self.cluster_status(via).await?.running)
     }
 
-    /// `rabbitmqctl cluster_status` on `via`: the running nodes, and whether it reports a
-    /// network partition.
-    async fn cluster_status(&self, via: usize) -> Result<(Vec<String>, bool), BrokerError> {
+    /// The partitions the running nodes report, as `via` lists them: for each reporting node,
+    /// the nodes it is partitioned from (empty when the cluster is whole).
+    pub async fn partitions(
+        &self,
+        via: usize,
+    ) -> Result<BTreeMap<String, Vec<String>>, BrokerError> {
+        Ok(self.cluster_status(via).await?.partitions)
+    }
+
+    /// `rabbitmqctl cluster_status` on `via`: the running nodes, and the partitions each node
+    /// reports.
+    async fn cluster_status(&self, via: usize) -> Result<ClusterStatus, BrokerError> {
         let out = self.nodes[via]
             .rabbitmqctl(&["cluster_status", "--formatter", "json"], CTL_TIMEOUT)
             .await?;
-        let json = first_json(&out).unwrap_or_default();
-        let running = json["running_nodes"]
-            .as_array()
-            .map(|nodes| {
-                nodes
-                    .iter()
-                    .filter_map(|n| n.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let partitioned = match &json["partitions"] {
-            serde_json::Value::Object(map) => !map.is_empty(),
-            serde_json::Value::Array(list) => !list.is_empty(),
-            _ => false,
-        };
-        Ok((running, partitioned))
+        Ok(ClusterStatus::parse(&first_json(&out).unwrap_or_default()))
+    }
+
+    /// How long [`BrokerCluster::wait_all_running`] leaves a partition to `autoheal` before it
+    /// restarts the untrusted side itself; [`AUTOHEAL_GRACE`] unless set.
+    pub fn set_autoheal_grace(&mut self, grace: Duration) {
+        self.autoheal_grace = grace;
     }
 
     /// Waits until every node is running, seen running by a healthy node, and no partition is
     /// reported: a restarted or thawed node has rejoined.
-    pub async fn wait_all_running(&self, timeout: Duration) -> Result<(), BrokerError> {
-        let deadline = Instant::now() + timeout;
+    ///
+    /// `autoheal` mends a partition within seconds, but RabbitMQ 3.10's was seen to take
+    /// longer in two ways after a thaw. (a) The loser stops and waits for a "safe to start"
+    /// that the winner never sends, until its own 60 s timeout; the cluster then heals. (b)
+    /// Two contradictory decisions (the thawed node first won, by the stale connections it
+    /// still counted, and restarted a peer; then it lost): the winner kept the thawed node in
+    /// its partition list through every restart of the thawed node's app and asked for another
+    /// restart each minute, with every node running and the partition reported for good. So
+    /// when the cluster is still not whole after the grace ([`AUTOHEAL_GRACE`], longer than
+    /// (a)'s timeout) and every node's VM runs unfrozen, it is mended the way RabbitMQ's
+    /// partition guide says to by hand: the untrusted side (the nodes the most peers report
+    /// partitioned from, or else the nodes whose app is not running) is killed and started
+    /// again, one at a time. A peer clears its partition list when it sees the node's rabbit go
+    /// down while the node is unreachable: a killed VM always is, an app stopped in place (what
+    /// autoheal and `rabbitmqctl stop` do first) may still answer then. Quorum queues lose
+    /// nothing by it (the same as a crash of one node). This happens once per call; the answer names the
+    /// nodes restarted.
+    pub async fn wait_all_running(&mut self, timeout: Duration) -> Result<Rejoined, BrokerError> {
+        let began = Instant::now();
+        let deadline = began + timeout;
+        let mut rejoined = Rejoined::default();
         let mut last = String::new();
         loop {
             if let Some(via) = self.healthy_node(None) {
                 match self.cluster_status(via).await {
-                    Ok((running, false)) if running.len() == self.nodes.len() => return Ok(()),
-                    Ok((running, partitioned)) => {
-                        last = format!("running: {running:?}, partitioned: {partitioned}")
+                    Ok(status) if status.is_whole(self.nodes.len()) => return Ok(rejoined),
+                    Ok(status) => {
+                        last = format!(
+                            "running: {:?}, partitions: {:?}",
+                            status.running, status.partitions
+                        );
+                        let every_vm_up = self
+                            .nodes
+                            .iter()
+                            .all(|node| node.is_running() && !node.is_frozen());
+                        if began.elapsed() >= self.autoheal_grace
+                            && every_vm_up
+                            && rejoined.restarted.is_empty()
+                        {
+                            let names: Vec<&str> =
+                                self.nodes.iter().map(PrivateBroker::node_name).collect();
+                            let side = status.untrusted_side(&names);
+                            rejoined.restarted = self.restart_nodes(&side, &last).await?;
+                        }
                     }
                     Err(error) => last = error.to_string(),
                 }
@@ -237,8 +286,13 @@ impl BrokerCluster {
                 return Err(BrokerError::Command {
                     command: "rabbitmqctl cluster_status (waiting for every node)".into(),
                     status: format!(
-                        "not all {} nodes running after {timeout:?}",
-                        self.nodes.len()
+                        "not all {} nodes running after {timeout:?}{}",
+                        self.nodes.len(),
+                        if rejoined.restarted.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (restarted {:?})", rejoined.restarted)
+                        }
                     ),
                     output: last,
                     log_tail: String::new(),
@@ -246,6 +300,34 @@ impl BrokerCluster {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+
+    /// Kills (SIGKILL) and starts each named node in turn (one at a time, so a majority always
+    /// runs);
+    /// the names of the nodes restarted. `seen` is the cluster status that called for it.
+    async fn restart_nodes(
+        &mut self,
+        names: &[String],
+        seen: &str,
+    ) -> Result<Vec<String>, BrokerError> {
+        let grace = self.autoheal_grace;
+        let mut restarted = Vec::new();
+        for node in self
+            .nodes
+            .iter_mut()
+            .filter(|node| names.iter().any(|name| name == node.node_name()))
+        {
+            tracing::warn!(
+                node = node.node_name(),
+                ?grace,
+                seen,
+                "the cluster is not whole after the autoheal grace; restarting the node"
+            );
+            node.kill().await?;
+            node.start().await?;
+            restarted.push(node.node_name().to_owned());
+        }
+        Ok(restarted)
     }
 
     /// The client connections the cluster holds: (the name the client gave its connection, the
@@ -331,6 +413,84 @@ impl BrokerCluster {
     }
 }
 
+/// What [`BrokerCluster::wait_all_running`] had to do for the cluster to be whole.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Rejoined {
+    /// The nodes killed and started again because `autoheal` left a partition; empty when
+    /// the cluster came together by itself.
+    pub restarted: Vec<String>,
+}
+
+/// What `rabbitmqctl cluster_status --formatter json` says of the cluster.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct ClusterStatus {
+    /// The running nodes.
+    running: Vec<String>,
+    /// For each node that reports a partition, the nodes it is partitioned from.
+    partitions: BTreeMap<String, Vec<String>>,
+}
+
+impl ClusterStatus {
+    /// Reads `running_nodes` and `partitions` (an object of node → nodes; a list of
+    /// `[node, [nodes]]` pairs is read too).
+    fn parse(json: &serde_json::Value) -> ClusterStatus {
+        let names = |value: &serde_json::Value| -> Vec<String> {
+            value
+                .as_array()
+                .map(|list| {
+                    list.iter()
+                        .filter_map(|n| n.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let partitions = match &json["partitions"] {
+            serde_json::Value::Object(map) => map
+                .iter()
+                .map(|(node, from)| (node.clone(), names(from)))
+                .collect(),
+            serde_json::Value::Array(pairs) => pairs
+                .iter()
+                .filter_map(|pair| Some((pair[0].as_str()?.to_owned(), names(&pair[1]))))
+                .collect(),
+            _ => BTreeMap::new(),
+        };
+        ClusterStatus {
+            running: names(&json["running_nodes"]),
+            partitions,
+        }
+    }
+
+    /// Every one of `size` nodes runs and none reports a partition.
+    fn is_whole(&self, size: usize) -> bool {
+        self.running.len() == size && self.partitions.is_empty()
+    }
+
+    /// The side to restart: the nodes the most reporters say they are partitioned from (a
+    /// thawed node is named by each of its peers, each peer only by the thawed node); with no
+    /// partition reported, the members (of `members`) that do not run.
+    fn untrusted_side(&self, members: &[&str]) -> Vec<String> {
+        let mut named: BTreeMap<&str, usize> = BTreeMap::new();
+        for from in self.partitions.values() {
+            for node in from {
+                *named.entry(node.as_str()).or_default() += 1;
+            }
+        }
+        let Some(most) = named.values().copied().max() else {
+            return members
+                .iter()
+                .filter(|member| !self.running.iter().any(|running| running == *member))
+                .map(|member| (*member).to_owned())
+                .collect();
+        };
+        named
+            .into_iter()
+            .filter(|&(_, count)| count == most)
+            .map(|(node, _)| node.to_owned())
+            .collect()
+    }
+}
+
 impl ClusterDir {
     fn path(&self) -> &Path {
         match self {
@@ -379,5 +539,72 @@ fn io(what: &str, source: std::io::Error) -> BrokerError {
     BrokerError::Io {
         what: what.to_owned(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_thawed_node_named_by_both_peers_is_the_untrusted_side() {
+        let status = ClusterStatus::parse(&json!({
+            "running_nodes": ["a@h", "b@h", "c@h"],
+            "partitions": {"a@h": ["c@h"], "b@h": ["c@h"], "c@h": ["a@h", "b@h"]},
+        }));
+        assert!(!status.is_whole(3));
+        assert_eq!(
+            status.untrusted_side(&["a@h", "b@h", "c@h"]),
+            vec!["c@h".to_owned()]
+        );
+    }
+
+    #[test]
+    fn the_list_form_of_partitions_is_read_too() {
+        let status = ClusterStatus::parse(&json!({
+            "running_nodes": ["a@h", "b@h", "c@h"],
+            "partitions": [["a@h", ["c@h"]]],
+        }));
+        assert_eq!(
+            status.untrusted_side(&["a@h", "b@h", "c@h"]),
+            vec!["c@h".to_owned()]
+        );
+    }
+
+    #[test]
+    fn no_partitions_and_every_node_running_is_whole() {
+        let status = ClusterStatus::parse(&json!({
+            "running_nodes": ["a@h", "b@h", "c@h"],
+            "partitions": {},
+        }));
+        assert!(status.is_whole(3));
+        assert!(!status.is_whole(4));
+        assert!(status.untrusted_side(&["a@h", "b@h", "c@h"]).is_empty());
+    }
+
+    #[test]
+    fn with_no_partition_reported_the_members_not_running_are_the_untrusted_side() {
+        let status = ClusterStatus::parse(&json!({
+            "running_nodes": ["a@h", "b@h"],
+            "partitions": {},
+        }));
+        assert!(!status.is_whole(3));
+        assert_eq!(
+            status.untrusted_side(&["a@h", "b@h", "c@h"]),
+            vec!["c@h".to_owned()]
+        );
+    }
+
+    #[test]
+    fn a_tie_names_both_sides() {
+        let status = ClusterStatus::parse(&json!({
+            "running_nodes": ["a@h", "b@h", "c@h"],
+            "partitions": {"a@h": ["c@h"], "c@h": ["a@h"]},
+        }));
+        assert_eq!(
+            status.untrusted_side(&["a@h", "b@h", "c@h"]),
+            vec!["a@h".to_owned(), "c@h".to_owned()]
+        );
     }
 }

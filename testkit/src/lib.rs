@@ -39,7 +39,7 @@ pub mod wait;
 
 pub use binaries::{Binaries, BinaryError, Profile};
 pub use broker::{declare_plain_queue, publish_as, BrokerError, BrokerOptions, PrivateBroker};
-pub use broker_cluster::{BrokerCluster, CLUSTER_SIZE};
+pub use broker_cluster::{BrokerCluster, Rejoined, AUTOHEAL_GRACE, CLUSTER_SIZE};
 pub use client::{
     BrokerHealth, EntryStatus, MasterHealth, NodeClient, NotYetApplied, QuorumHealth, RawResponse,
     RequestError, SecondaryHealth, SecondaryStatus, Write, WriteAck, WriteOutcome, WriteTimedOut,
