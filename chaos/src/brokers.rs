@@ -97,7 +97,8 @@ impl Brokers {
     }
 
     /// Waits until a cluster is whole again (every node running, no partition); at once for
-    /// one node.
+    /// one node. A partition autoheal leaves is mended by killing and starting the untrusted
+    /// broker node (see `BrokerCluster::wait_all_running`), logged as `restarted`.
     pub async fn wait_joined(&mut self) -> Result<(), BrokerError> {
         match self {
             Brokers::Single(_) => Ok(()),

@@ -15,9 +15,9 @@
 //! `cluster_partition_handling = autoheal`: a node thawed after its peers gave up on it comes
 //! back talking to them at once, never counting itself a minority, so `pause_minority` would
 //! leave the cluster partitioned (seen: mnesia's `inconsistent_database` and no healing);
-//! autoheal restarts the losing side, and the node rejoins. Autoheal itself was once seen to
-//! leave the partition in place for minutes; [`BrokerCluster::wait_all_running`] then restarts
-//! the untrusted side by hand, as RabbitMQ's partition guide says an operator should.
+//! autoheal restarts the losing side, and the node rejoins. Autoheal itself was seen to leave
+//! the partition in place for minutes (twice); [`BrokerCluster::wait_all_running`] then
+//! restarts the untrusted node by hand, as RabbitMQ's partition guide says an operator should.
 //!
 //! One node at a time can be killed (SIGKILL), stopped, started, frozen (SIGSTOP) and thawed;
 //! [`BrokerCluster::amqp_urls`] lists every node for `--amqp-url`. Dropping the cluster stops its
@@ -25,7 +25,7 @@
 //! [`BrokerCluster::reap_when_process_exits`].
 //!
 //! Measured on the 2-core test machine (RabbitMQ 3.10.8): three nodes start in parallel and
-//! join in 40-70 s.
+//! join in 16-70 s.
 
 use crate::broker::{BrokerError, BrokerOptions, Member, PrivateBroker};
 use std::collections::BTreeMap;
@@ -43,9 +43,10 @@ const CTL_TIMEOUT: Duration = Duration::from_secs(60);
 const MEMBER_CONF: &str = "cluster_partition_handling = autoheal\n";
 
 /// How long [`BrokerCluster::wait_all_running`] waits for `autoheal` before it restarts the
-/// untrusted side itself: autoheal takes seconds when it works, and its loser gives up waiting
-/// for the winner after 60 s (`autoheal_state_transition_timeout`).
-pub const AUTOHEAL_GRACE: Duration = Duration::from_secs(75);
+/// untrusted node itself: autoheal takes seconds when it works, and its loser gives up waiting
+/// for the winner after 60 s (`autoheal_state_transition_timeout`), which healed the cluster
+/// 62 s after the thaw when it happened.
+pub const AUTOHEAL_GRACE: Duration = Duration::from_secs(90);
 
 /// Every member's `advanced.config`: a frozen peer is noticed after about `net_ticktime`.
 const MEMBER_ADVANCED_CONFIG: &str = "[{kernel, [{net_ticktime, 10}]}].\n";
@@ -223,11 +224,19 @@ impl BrokerCluster {
         let out = self.nodes[via]
             .rabbitmqctl(&["cluster_status", "--formatter", "json"], CTL_TIMEOUT)
             .await?;
-        Ok(ClusterStatus::parse(&first_json(&out).unwrap_or_default()))
+        first_json(&out)
+            .as_ref()
+            .and_then(ClusterStatus::parse)
+            .ok_or_else(|| BrokerError::Command {
+                command: "rabbitmqctl cluster_status --formatter json".into(),
+                status: "no running_nodes in its output".into(),
+                output: out,
+                log_tail: String::new(),
+            })
     }
 
     /// How long [`BrokerCluster::wait_all_running`] leaves a partition to `autoheal` before it
-    /// restarts the untrusted side itself; [`AUTOHEAL_GRACE`] unless set.
+    /// restarts the untrusted node itself; [`AUTOHEAL_GRACE`] unless set.
     pub fn set_autoheal_grace(&mut self, grace: Duration) {
         self.autoheal_grace = grace;
     }
@@ -241,22 +250,27 @@ impl BrokerCluster {
     /// Two contradictory decisions (the thawed node first won, by the stale connections it
     /// still counted, and restarted a peer; then it lost): the winner kept the thawed node in
     /// its partition list through every restart of the thawed node's app and asked for another
-    /// restart each minute, with every node running and the partition reported for good. So
-    /// when the cluster is still not whole after the grace ([`AUTOHEAL_GRACE`], longer than
-    /// (a)'s timeout) and every node's VM runs unfrozen, it is mended the way RabbitMQ's
-    /// partition guide says to by hand: the untrusted side (the nodes the most peers report
-    /// partitioned from, or else the nodes whose app is not running) is killed and started
-    /// again, one at a time. A peer clears its partition list when it sees the node's rabbit go
-    /// down while the node is unreachable: a killed VM always is, an app stopped in place (what
-    /// autoheal and `rabbitmqctl stop` do first) may still answer then. Quorum queues lose
-    /// nothing by it (the same as a crash of one node). This happens once per call; the answer names the
-    /// nodes restarted.
+    /// restart each minute, with every node running and the partition reported for good.
+    ///
+    /// So once the cluster has not been whole for the grace ([`AUTOHEAL_GRACE`], well past
+    /// (a)'s timeout) while every node's VM ran unfrozen, the untrusted node is restarted the
+    /// way RabbitMQ's partition guide says to by hand: killed (SIGKILL) and started again. It
+    /// is the one node the partition lists of all running nodes name most, strictly; on a tie,
+    /// or with no partition reported, nothing is restarted and the wait goes on. A peer clears
+    /// its partition list when it sees the node's rabbit go down while the node is unreachable:
+    /// a killed VM always is, an app stopped in place (what autoheal and `rabbitmqctl stop` do
+    /// first) may still answer then. Quorum queues lose nothing by it (the same as a crash of
+    /// one node of three). At most one node is restarted per call; the answer names it.
     pub async fn wait_all_running(&mut self, timeout: Duration) -> Result<Rejoined, BrokerError> {
-        let began = Instant::now();
-        let deadline = began + timeout;
+        let deadline = Instant::now() + timeout;
+        let mut not_whole_since: Option<Instant> = None;
         let mut rejoined = Rejoined::default();
         let mut last = String::new();
         loop {
+            let every_vm_up = self
+                .nodes
+                .iter()
+                .all(|node| node.is_running() && !node.is_frozen());
             if let Some(via) = self.healthy_node(None) {
                 match self.cluster_status(via).await {
                     Ok(status) if status.is_whole(self.nodes.len()) => return Ok(rejoined),
@@ -265,18 +279,16 @@ impl BrokerCluster {
                             "running: {:?}, partitions: {:?}",
                             status.running, status.partitions
                         );
-                        let every_vm_up = self
-                            .nodes
-                            .iter()
-                            .all(|node| node.is_running() && !node.is_frozen());
-                        if began.elapsed() >= self.autoheal_grace
-                            && every_vm_up
-                            && rejoined.restarted.is_empty()
+                        let since = match not_whole_since {
+                            Some(since) if every_vm_up => since,
+                            _ => Instant::now(),
+                        };
+                        not_whole_since = every_vm_up.then_some(since);
+                        if every_vm_up
+                            && since.elapsed() >= self.autoheal_grace
+                            && rejoined.restarted.is_none()
                         {
-                            let names: Vec<&str> =
-                                self.nodes.iter().map(PrivateBroker::node_name).collect();
-                            let side = status.untrusted_side(&names);
-                            rejoined.restarted = self.restart_nodes(&side, &last).await?;
+                            rejoined.restarted = self.restart_untrusted_node(&last).await?;
                         }
                     }
                     Err(error) => last = error.to_string(),
@@ -288,10 +300,9 @@ impl BrokerCluster {
                     status: format!(
                         "not all {} nodes running after {timeout:?}{}",
                         self.nodes.len(),
-                        if rejoined.restarted.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" (restarted {:?})", rejoined.restarted)
+                        match &rejoined.restarted {
+                            Some(node) => format!(" (restarted {node})"),
+                            None => String::new(),
                         }
                     ),
                     output: last,
@@ -302,32 +313,44 @@ impl BrokerCluster {
         }
     }
 
-    /// Kills (SIGKILL) and starts each named node in turn (one at a time, so a majority always
-    /// runs);
-    /// the names of the nodes restarted. `seen` is the cluster status that called for it.
-    async fn restart_nodes(
-        &mut self,
-        names: &[String],
-        seen: &str,
-    ) -> Result<Vec<String>, BrokerError> {
-        let grace = self.autoheal_grace;
-        let mut restarted = Vec::new();
-        for node in self
+    /// Kills (SIGKILL) and starts again the node the partition lists of all running nodes
+    /// name most, if one node is named strictly most; its name. `seen` is the cluster status
+    /// that called for it, for the log.
+    async fn restart_untrusted_node(&mut self, seen: &str) -> Result<Option<String>, BrokerError> {
+        let mut partitions = BTreeMap::new();
+        for index in 0..self.nodes.len() {
+            if self.nodes[index].is_running() && !self.nodes[index].is_frozen() {
+                if let Ok(status) = self.cluster_status(index).await {
+                    partitions.extend(status.partitions);
+                }
+            }
+        }
+        let Some(untrusted) = most_named(&partitions) else {
+            tracing::warn!(
+                seen,
+                ?partitions,
+                "the cluster is not whole after the autoheal grace, and no one node is untrusted; \
+                 waiting on"
+            );
+            return Ok(None);
+        };
+        let Some(node) = self
             .nodes
             .iter_mut()
-            .filter(|node| names.iter().any(|name| name == node.node_name()))
-        {
-            tracing::warn!(
-                node = node.node_name(),
-                ?grace,
-                seen,
-                "the cluster is not whole after the autoheal grace; restarting the node"
-            );
-            node.kill().await?;
-            node.start().await?;
-            restarted.push(node.node_name().to_owned());
-        }
-        Ok(restarted)
+            .find(|node| node.node_name() == untrusted)
+        else {
+            return Ok(None);
+        };
+        tracing::warn!(
+            node = untrusted,
+            grace = ?self.autoheal_grace,
+            seen,
+            ?partitions,
+            "the cluster is not whole after the autoheal grace; killing and starting the node"
+        );
+        node.kill().await?;
+        node.start().await?;
+        Ok(Some(untrusted))
     }
 
     /// The client connections the cluster holds: (the name the client gave its connection, the
@@ -416,9 +439,9 @@ impl BrokerCluster {
 /// What [`BrokerCluster::wait_all_running`] had to do for the cluster to be whole.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Rejoined {
-    /// The nodes killed and started again because `autoheal` left a partition; empty when
-    /// the cluster came together by itself.
-    pub restarted: Vec<String>,
+    /// The node killed and started again because `autoheal` left a partition; `None` when the
+    /// cluster came together by itself.
+    pub restarted: Option<String>,
 }
 
 /// What `rabbitmqctl cluster_status --formatter json` says of the cluster.
@@ -431,63 +454,59 @@ struct ClusterStatus {
 }
 
 impl ClusterStatus {
-    /// Reads `running_nodes` and `partitions` (an object of node → nodes; a list of
-    /// `[node, [nodes]]` pairs is read too).
-    fn parse(json: &serde_json::Value) -> ClusterStatus {
-        let names = |value: &serde_json::Value| -> Vec<String> {
-            value
-                .as_array()
-                .map(|list| {
-                    list.iter()
-                        .filter_map(|n| n.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default()
+    /// Reads `running_nodes` and `partitions` (an object of node → nodes, as RabbitMQ 3.x
+    /// prints it; a list of `[node, [nodes]]` pairs is read too); `None` without
+    /// `running_nodes`.
+    fn parse(json: &serde_json::Value) -> Option<ClusterStatus> {
+        let names = |value: &serde_json::Value| -> Option<Vec<String>> {
+            value.as_array().map(|list| {
+                list.iter()
+                    .filter_map(|n| n.as_str().map(str::to_owned))
+                    .collect()
+            })
         };
         let partitions = match &json["partitions"] {
             serde_json::Value::Object(map) => map
                 .iter()
-                .map(|(node, from)| (node.clone(), names(from)))
+                .map(|(node, from)| (node.clone(), names(from).unwrap_or_default()))
                 .collect(),
             serde_json::Value::Array(pairs) => pairs
                 .iter()
-                .filter_map(|pair| Some((pair[0].as_str()?.to_owned(), names(&pair[1]))))
+                .filter_map(|pair| {
+                    Some((
+                        pair[0].as_str()?.to_owned(),
+                        names(&pair[1]).unwrap_or_default(),
+                    ))
+                })
                 .collect(),
             _ => BTreeMap::new(),
         };
-        ClusterStatus {
-            running: names(&json["running_nodes"]),
+        Some(ClusterStatus {
+            running: names(&json["running_nodes"])?,
             partitions,
-        }
+        })
     }
 
     /// Every one of `size` nodes runs and none reports a partition.
     fn is_whole(&self, size: usize) -> bool {
         self.running.len() == size && self.partitions.is_empty()
     }
+}
 
-    /// The side to restart: the nodes the most reporters say they are partitioned from (a
-    /// thawed node is named by each of its peers, each peer only by the thawed node); with no
-    /// partition reported, the members (of `members`) that do not run.
-    fn untrusted_side(&self, members: &[&str]) -> Vec<String> {
-        let mut named: BTreeMap<&str, usize> = BTreeMap::new();
-        for from in self.partitions.values() {
-            for node in from {
-                *named.entry(node.as_str()).or_default() += 1;
-            }
+/// The node that the most reporters say they are partitioned from, if one is named strictly
+/// most (a thawed node is named by each of its peers, each peer only by the thawed node).
+fn most_named(partitions: &BTreeMap<String, Vec<String>>) -> Option<String> {
+    let mut named: BTreeMap<&str, usize> = BTreeMap::new();
+    for from in partitions.values() {
+        for node in from {
+            *named.entry(node.as_str()).or_default() += 1;
         }
-        let Some(most) = named.values().copied().max() else {
-            return members
-                .iter()
-                .filter(|member| !self.running.iter().any(|running| running == *member))
-                .map(|member| (*member).to_owned())
-                .collect();
-        };
-        named
-            .into_iter()
-            .filter(|&(_, count)| count == most)
-            .map(|(node, _)| node.to_owned())
-            .collect()
+    }
+    let most = named.values().copied().max()?;
+    let mut top = named.into_iter().filter(|&(_, count)| count == most);
+    match (top.next(), top.next()) {
+        (Some((node, _)), None) => Some(node.to_owned()),
+        _ => None,
     }
 }
 
@@ -547,64 +566,52 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn status(json: serde_json::Value) -> ClusterStatus {
+        ClusterStatus::parse(&json).expect("running_nodes")
+    }
+
     #[test]
-    fn a_thawed_node_named_by_both_peers_is_the_untrusted_side() {
-        let status = ClusterStatus::parse(&json!({
+    fn a_thawed_node_named_by_both_peers_is_the_untrusted_node() {
+        let status = status(json!({
             "running_nodes": ["a@h", "b@h", "c@h"],
             "partitions": {"a@h": ["c@h"], "b@h": ["c@h"], "c@h": ["a@h", "b@h"]},
         }));
         assert!(!status.is_whole(3));
-        assert_eq!(
-            status.untrusted_side(&["a@h", "b@h", "c@h"]),
-            vec!["c@h".to_owned()]
-        );
+        assert_eq!(most_named(&status.partitions), Some("c@h".to_owned()));
     }
 
     #[test]
     fn the_list_form_of_partitions_is_read_too() {
-        let status = ClusterStatus::parse(&json!({
+        let status = status(json!({
             "running_nodes": ["a@h", "b@h", "c@h"],
             "partitions": [["a@h", ["c@h"]]],
         }));
-        assert_eq!(
-            status.untrusted_side(&["a@h", "b@h", "c@h"]),
-            vec!["c@h".to_owned()]
-        );
+        assert_eq!(most_named(&status.partitions), Some("c@h".to_owned()));
     }
 
     #[test]
     fn no_partitions_and_every_node_running_is_whole() {
-        let status = ClusterStatus::parse(&json!({
+        let status = status(json!({
             "running_nodes": ["a@h", "b@h", "c@h"],
             "partitions": {},
         }));
         assert!(status.is_whole(3));
         assert!(!status.is_whole(4));
-        assert!(status.untrusted_side(&["a@h", "b@h", "c@h"]).is_empty());
+        assert_eq!(most_named(&status.partitions), None);
     }
 
     #[test]
-    fn with_no_partition_reported_the_members_not_running_are_the_untrusted_side() {
-        let status = ClusterStatus::parse(&json!({
-            "running_nodes": ["a@h", "b@h"],
-            "partitions": {},
-        }));
-        assert!(!status.is_whole(3));
-        assert_eq!(
-            status.untrusted_side(&["a@h", "b@h", "c@h"]),
-            vec!["c@h".to_owned()]
-        );
-    }
-
-    #[test]
-    fn a_tie_names_both_sides() {
-        let status = ClusterStatus::parse(&json!({
+    fn a_tie_names_no_node() {
+        let status = status(json!({
             "running_nodes": ["a@h", "b@h", "c@h"],
             "partitions": {"a@h": ["c@h"], "c@h": ["a@h"]},
         }));
-        assert_eq!(
-            status.untrusted_side(&["a@h", "b@h", "c@h"]),
-            vec!["a@h".to_owned(), "c@h".to_owned()]
-        );
+        assert_eq!(most_named(&status.partitions), None);
+    }
+
+    #[test]
+    fn output_without_running_nodes_is_not_a_status() {
+        assert_eq!(ClusterStatus::parse(&serde_json::Value::Null), None);
+        assert_eq!(ClusterStatus::parse(&json!({"partitions": {}})), None);
     }
 }
