@@ -195,13 +195,18 @@ impl BrokerCluster {
         self.nodes[index].thaw()
     }
 
+    /// The indexes of the nodes that run and are not frozen, in order.
+    pub fn healthy_nodes(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&index| self.nodes[index].is_running() && !self.nodes[index].is_frozen())
+            .collect()
+    }
+
     /// The index of some node that runs and is not frozen, other than `except`.
     pub fn healthy_node(&self, except: Option<usize>) -> Option<usize> {
-        (0..self.nodes.len()).find(|&index| {
-            Some(index) != except
-                && self.nodes[index].is_running()
-                && !self.nodes[index].is_frozen()
-        })
+        self.healthy_nodes()
+            .into_iter()
+            .find(|&index| Some(index) != except)
     }
 
     /// The cluster's running nodes as `node` sees them (`rabbitmqctl cluster_status`).
@@ -267,10 +272,7 @@ impl BrokerCluster {
         let mut rejoined = Rejoined::default();
         let mut last = String::new();
         loop {
-            let every_vm_up = self
-                .nodes
-                .iter()
-                .all(|node| node.is_running() && !node.is_frozen());
+            let every_vm_up = self.healthy_nodes().len() == self.nodes.len();
             if let Some(via) = self.healthy_node(None) {
                 match self.cluster_status(via).await {
                     Ok(status) if status.is_whole(self.nodes.len()) => return Ok(rejoined),
@@ -279,13 +281,10 @@ impl BrokerCluster {
                             "running: {:?}, partitions: {:?}",
                             status.running, status.partitions
                         );
-                        let since = match not_whole_since {
-                            Some(since) if every_vm_up => since,
-                            _ => Instant::now(),
-                        };
-                        not_whole_since = every_vm_up.then_some(since);
-                        if every_vm_up
-                            && since.elapsed() >= self.autoheal_grace
+                        not_whole_since =
+                            every_vm_up.then(|| not_whole_since.unwrap_or_else(Instant::now));
+                        if not_whole_since
+                            .is_some_and(|since| since.elapsed() >= self.autoheal_grace)
                             && rejoined.restarted.is_none()
                         {
                             rejoined.restarted = self.restart_untrusted_node(&last).await?;
@@ -318,11 +317,9 @@ impl BrokerCluster {
     /// that called for it, for the log.
     async fn restart_untrusted_node(&mut self, seen: &str) -> Result<Option<String>, BrokerError> {
         let mut partitions = BTreeMap::new();
-        for index in 0..self.nodes.len() {
-            if self.nodes[index].is_running() && !self.nodes[index].is_frozen() {
-                if let Ok(status) = self.cluster_status(index).await {
-                    partitions.extend(status.partitions);
-                }
+        for index in self.healthy_nodes() {
+            if let Ok(status) = self.cluster_status(index).await {
+                partitions.extend(status.partitions);
             }
         }
         let Some(untrusted) = most_named(&partitions) else {

@@ -68,10 +68,8 @@ async fn broker_cluster() -> MutexGuard<'static, BrokerCluster> {
     cluster.set_autoheal_grace(AUTOHEAL_GRACE);
     if HEALING_SWITCHED_OFF.load(Ordering::SeqCst) {
         // The partition test failed half-way: nodes 1 and 2 still run with `ignore`.
-        for index in 0..CLUSTER_SIZE {
-            if cluster.node(index).is_running() && !cluster.node(index).is_frozen() {
-                set_partition_handling(&cluster, index, "autoheal").await;
-            }
+        for index in cluster.healthy_nodes() {
+            set_partition_handling(&cluster, index, "autoheal").await;
         }
         HEALING_SWITCHED_OFF.store(false, Ordering::SeqCst);
     }
