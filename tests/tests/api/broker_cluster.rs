@@ -12,8 +12,8 @@
 //! exits. Each test still has a namespace of its own.
 
 use crate::helpers::{
-    assert_log_matches_answers, assert_well_formed, post, random_writes, wait_until, write,
-    write_all, DEADLINE,
+    assert_log_matches_answers, assert_well_formed, post, random_writes, wait_until, write_all,
+    write_with_id, DEADLINE,
 };
 use replog_testkit::broker::requeue_repeatedly;
 use replog_testkit::{
@@ -124,12 +124,45 @@ async fn broker_node_of(cluster: &BrokerCluster, name: &str) -> usize {
         .unwrap_or_else(|| panic!("port {port} is no broker node's"))
 }
 
-/// A stream of `w=3` writes from two clients, each write expected to return `201`.
+/// How often a write was refused because the master was read-only (no quorum) before it was
+/// taken.
+#[derive(Debug, Default, Clone, Copy)]
+struct Refusals(usize);
+
+/// Sends a `w=3` write of `content` under a `message_id` of its own the way a client that follows
+/// the API does: a read-only master's `503` (no quorum: cut off from the secondaries' reports
+/// longer than `--unhealthy-after-ms` while a broker node is frozen) appends nothing and asks
+/// for a retry after `Retry-After`, so the same write is sent again, until `deadline`. The
+/// write must end `201 Created`, not `200` for a duplicate: a refused attempt appended nothing.
+/// Any other answer fails the test.
+async fn post_until_taken(
+    master: &NodeClient,
+    content: &str,
+    deadline: Instant,
+    refusals: &mut Refusals,
+) -> WriteAck {
+    let message_id = format!("id-{content}");
+    loop {
+        match post(master, &write_with_id(content, &message_id, 3)).await {
+            WriteOutcome::Created(ack) => return ack,
+            WriteOutcome::Unavailable { order: None, error }
+                if error.starts_with("read-only: no quorum") && Instant::now() < deadline =>
+            {
+                refusals.0 += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            other => panic!("the w=3 write {content:?}: {other:?}"),
+        }
+    }
+}
+
+/// A stream of `w=3` writes from two clients, each write taken with `201` within
+/// [`WRITES_RESUME_WITHIN`] (retried while the master is read-only).
 struct WriteStream {
     /// Set to end the stream.
     stop: Arc<AtomicBool>,
-    /// The writers, each returning its answers.
-    writers: Vec<tokio::task::JoinHandle<Vec<WriteAck>>>,
+    /// The writers, each returning its answers and how often it was refused.
+    writers: Vec<tokio::task::JoinHandle<(Vec<WriteAck>, Refusals)>>,
 }
 
 impl WriteStream {
@@ -142,32 +175,36 @@ impl WriteStream {
                 let prefix = format!("{prefix}-{writer}");
                 tokio::spawn(async move {
                     let mut answers = Vec::new();
+                    let mut refusals = Refusals::default();
                     let mut n = 0;
                     while !stop.load(Ordering::SeqCst) {
                         let content = format!("{prefix}-{n}");
                         n += 1;
-                        match post(&master, &write(&content, 3)).await {
-                            WriteOutcome::Created(ack) => answers.push(ack),
-                            other => panic!("a w=3 write in the stream: {other:?}"),
-                        }
+                        let deadline = Instant::now() + WRITES_RESUME_WITHIN;
+                        answers.push(
+                            post_until_taken(&master, &content, deadline, &mut refusals).await,
+                        );
                     }
-                    answers
+                    (answers, refusals)
                 })
             })
             .collect();
         WriteStream { stop, writers }
     }
 
-    async fn finish(self) -> Vec<WriteAck> {
+    async fn finish(self) -> (Vec<WriteAck>, Refusals) {
         self.stop.store(true, Ordering::SeqCst);
         let mut answers = Vec::new();
+        let mut refusals = Refusals::default();
         for writer in self.writers {
             let joined = tokio::time::timeout(WRITES_RESUME_WITHIN + DEADLINE, writer)
                 .await
                 .expect("the write stream ends");
-            answers.extend(joined.expect("a stream writer panicked"));
+            let (acks, refused) = joined.expect("a stream writer panicked");
+            answers.extend(acks);
+            refusals.0 += refused.0;
         }
-        answers
+        (answers, refusals)
     }
 }
 
@@ -234,21 +271,28 @@ async fn survives(fault: Fault) {
         Fault::Stop => cluster.stop(target).await.expect("stop the broker node"),
         Fault::Freeze => cluster.freeze(target).expect("SIGSTOP the broker node"),
     }
-    // A write sent now returns once the master and both secondaries are on other nodes.
+    // A write sent now is taken once the master and both secondaries are on other nodes.
+    let mut probe_refusals = Refusals::default();
     let probe = tokio::time::timeout(
         WRITES_RESUME_WITHIN,
-        post(&master, &write("after the fault", 3)),
+        post_until_taken(
+            &master,
+            "after the fault",
+            hit + WRITES_RESUME_WITHIN,
+            &mut probe_refusals,
+        ),
     )
     .await
     .unwrap_or_else(|_| {
         panic!("no w=3 write returned within {WRITES_RESUME_WITHIN:?} of {fault:?}")
     });
     let resumed = hit.elapsed();
-    match probe {
-        WriteOutcome::Created(ack) => answers.push(ack),
-        other => panic!("the w=3 write after {fault:?}: {other:?}"),
-    }
-    eprintln!("{fault:?}: w=3 writes resumed {resumed:?} after the fault");
+    answers.push(probe);
+    eprintln!(
+        "{fault:?}: w=3 writes resumed {resumed:?} after the fault (refused {} times as \
+         read-only first)",
+        probe_refusals.0
+    );
 
     if let Fault::Freeze = fault {
         // Long enough for the peers to notice (net_ticktime 10 s), then thawed.
@@ -287,7 +331,13 @@ async fn survives(fault: Fault) {
         }
     );
 
-    answers.extend(stream.finish().await);
+    let (streamed, refusals) = stream.finish().await;
+    eprintln!(
+        "{fault:?}: {} writes streamed, {} refusals as read-only retried",
+        streamed.len(),
+        refusals.0
+    );
+    answers.extend(streamed);
     answers.extend(
         write_all(
             &master,
@@ -394,6 +444,7 @@ async fn set_partition_handling(cluster: &BrokerCluster, index: usize, mode: &st
 #[tokio::test(flavor = "multi_thread")]
 async fn a_partition_autoheal_leaves_is_mended_by_restarting_the_untrusted_node() {
     let mut cluster = broker_cluster().await;
+    let began = Instant::now();
     let third = cluster.node(2).node_name().to_owned();
     HEALING_SWITCHED_OFF.store(true, Ordering::SeqCst);
     for index in 0..2 {
@@ -408,20 +459,31 @@ async fn a_partition_autoheal_leaves_is_mended_by_restarting_the_untrusted_node(
         .rabbitmqctl(&["eval", &event], Duration::from_secs(60))
         .await
         .expect("rabbitmqctl eval: the partition event");
-    wait_until(DEADLINE, "node 1 reports the partition", || async {
-        let partitions = cluster.partitions(0).await.unwrap_or_default();
-        partitions.values().flatten().collect::<Vec<_>>() == vec![&third]
-    })
+    eprintln!(
+        "autoheal off on nodes 1 and 2, the partition event sent after {:?}",
+        began.elapsed()
+    );
+    let reported = crate::helpers::wait_for(
+        DEADLINE,
+        &format!("node 1 reports the partition from {third} alone"),
+        || async {
+            let partitions = cluster.partitions(0).await.map_err(|e| e.to_string())?;
+            if partitions.values().flatten().collect::<Vec<_>>() == vec![&third] {
+                Ok(partitions)
+            } else {
+                Err(format!("partitions: {partitions:?}"))
+            }
+        },
+    )
     .await;
+    eprintln!("node 1 reports {reported:?} after {:?}", began.elapsed());
 
     cluster.set_autoheal_grace(Duration::from_secs(5));
-    let began = Instant::now();
-    let rejoined = cluster
-        .wait_all_running(REJOIN)
-        .await
-        .expect("the cluster is whole again");
-    eprintln!("whole again after {:?}: {rejoined:?}", began.elapsed());
+    let waited = Instant::now();
+    let rejoined = cluster.wait_all_running(REJOIN).await;
+    eprintln!("the wait ended after {:?}: {rejoined:?}", waited.elapsed());
     cluster.set_autoheal_grace(AUTOHEAL_GRACE);
+    let rejoined = rejoined.expect("the cluster is whole again");
     for index in 0..2 {
         set_partition_handling(&cluster, index, "autoheal").await;
     }
