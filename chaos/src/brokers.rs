@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// How long a cluster node may take to rejoin after the final heal.
-const REJOIN: Duration = Duration::from_secs(180);
+const REJOIN: Duration = Duration::from_secs(240);
 
 /// One private broker node, or a private cluster.
 #[derive(Debug)]

@@ -301,14 +301,18 @@ impl PrivateBroker {
         let pid_file = self.pid_file().to_string_lossy().into_owned();
         let timeout_secs = self.options.start_timeout.as_secs().max(1).to_string();
         let node = self.node.clone();
-        self.run_script(
-            "rabbitmqctl",
-            &["-n", &node, "wait", &pid_file, "--timeout", &timeout_secs],
-            self.options.start_timeout + Duration::from_secs(5),
-        )
-        .await?;
+        let booted = self
+            .run_script(
+                "rabbitmqctl",
+                &["-n", &node, "wait", &pid_file, "--timeout", &timeout_secs],
+                self.options.start_timeout + Duration::from_secs(5),
+            )
+            .await;
+        // A VM that is still booting when the wait gives up is ours all the same: known by its
+        // pid, it is reaped, frozen or killed like the others, and not started a second time.
         self.pid = read_pid(&self.pid_file());
         self.frozen = false;
+        booted?;
         let port = self.amqp_port;
         let remaining = self.options.start_timeout.saturating_sub(began.elapsed());
         let answered = crate::wait::wait_for(

@@ -346,7 +346,11 @@ impl BrokerCluster {
             "the cluster is not whole after the autoheal grace; killing and starting the node"
         );
         node.kill().await?;
-        node.start().await?;
+        // A start that outlasts its own timeout on a loaded machine may still finish: the wait
+        // goes on, bounded by its deadline, and says what the start answered if it ends unwhole.
+        if let Err(error) = node.start().await {
+            tracing::warn!(node = untrusted, %error, "the restarted node did not start in time; waiting on");
+        }
         Ok(Some(untrusted))
     }
 
