@@ -1,7 +1,10 @@
 //! replog on a three-node RabbitMQ cluster with quorum queues: the broker node the master is
 //! connected to is killed (SIGKILL), stopped, or frozen (SIGSTOP) in the middle of a stream of
 //! `w=3` writes; writes go on through the other nodes, every acknowledged write is on every node
-//! exactly once at its order, and the broker node comes back into the cluster. And a message
+//! exactly once at its order, and the broker node comes back into the cluster. Frozen, the
+//! master hears nobody for a while: with a short `--unhealthy-after-ms` it turns read-only, and a
+//! write sent then is refused (`503`, nothing appended) until the master hears its secondaries
+//! again; writers retry such refusals with their `message_id`, as the API asks. And a message
 //! that a consumer requeues many times is still delivered (no delivery limit drops it). And the
 //! test kit itself mends a partition that `autoheal` leaves, so that these tests do not fail on
 //! RabbitMQ's healing instead of replog's behaviour.
@@ -105,11 +108,17 @@ fn urls(cluster: &BrokerCluster) -> String {
         .join(",")
 }
 
-/// A replog cluster (master, s1, s2) on the broker cluster, with quorum queues.
-async fn replog_on(cluster: &BrokerCluster) -> TestCluster {
+/// The master's `--unhealthy-after-ms` in the freeze test: shorter than the master's blind
+/// spell on a frozen broker node (at least two AMQP heartbeats), so that it turns read-only.
+const FREEZE_UNHEALTHY_AFTER_MS: u64 = 2000;
+
+/// A replog cluster (master, s1, s2) on the broker cluster, with quorum queues; `master_args`
+/// go to the master.
+async fn replog_on(cluster: &BrokerCluster, master_args: &[&str]) -> TestCluster {
     TestCluster::builder()
         .amqp_url(&urls(cluster))
         .queue_type("quorum")
+        .master_args(master_args)
         .start()
         .await
 }
@@ -221,7 +230,17 @@ enum Fault {
 
 async fn survives(fault: Fault) {
     let mut cluster = broker_cluster().await;
-    let replog = replog_on(&cluster).await;
+    let unhealthy_after = FREEZE_UNHEALTHY_AFTER_MS.to_string();
+    let master_args: &[&str] = match fault {
+        Fault::Freeze => &[
+            "--suspect-after-ms",
+            "1000",
+            "--unhealthy-after-ms",
+            &unhealthy_after,
+        ],
+        Fault::Kill | Fault::Stop => &[],
+    };
+    let replog = replog_on(&cluster, master_args).await;
     let master = replog.master();
     let mut answers = write_all(&master, &random_writes("before", 10, 3..=3), 4, DEADLINE).await;
     replog.wait_for_convergence(answers.len()).await;
@@ -274,6 +293,23 @@ async fn survives(fault: Fault) {
         Fault::Stop => cluster.stop(target).await.expect("stop the broker node"),
         Fault::Freeze => cluster.freeze(target).expect("SIGSTOP the broker node"),
     }
+    // Frozen, the master hears nobody for longer than its --unhealthy-after-ms: a write sent
+    // once /health (served without the broker) says read-only is refused, then taken.
+    let during_read_only = matches!(fault, Fault::Freeze).then(|| {
+        let master = master.clone();
+        tokio::spawn(async move {
+            wait_until(
+                WRITES_RESUME_WITHIN,
+                "the master turns read-only",
+                || async { !crate::helpers::master_health(&master).await.writable },
+            )
+            .await;
+            let mut refusals = Refusals::default();
+            let deadline = Instant::now() + WRITES_RESUME_WITHIN;
+            let ack = post_until_taken(&master, "while read-only", deadline, &mut refusals).await;
+            (ack, refusals)
+        })
+    });
     // A write sent now is taken once the master and both secondaries are on other nodes.
     let mut probe_refusals = Refusals::default();
     let probe = tokio::time::timeout(
@@ -297,6 +333,17 @@ async fn survives(fault: Fault) {
         probe_refusals.0
     );
 
+    if let Some(during_read_only) = during_read_only {
+        let (ack, refusals) = during_read_only
+            .await
+            .expect("the write sent while read-only");
+        eprintln!(
+            "Freeze: the write sent while read-only was refused {} times, then taken",
+            refusals.0
+        );
+        assert!(refusals.0 >= 1, "{ack:?}");
+        answers.push(ack);
+    }
     if let Fault::Freeze = fault {
         // Long enough for the peers to notice (net_ticktime 10 s), then thawed.
         let frozen = cluster.node(target).node_name().to_owned();
