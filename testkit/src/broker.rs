@@ -103,7 +103,7 @@ impl Default for BrokerOptions {
         BrokerOptions {
             dir: None,
             keep_dir: false,
-            // A start takes 3-15 s on two busy cores.
+            // A start takes 3-15 s on two busy cores, more on saturated ones.
             start_timeout: Duration::from_secs(90),
             stop_timeout: Duration::from_secs(60),
         }
@@ -287,7 +287,12 @@ impl PrivateBroker {
     /// Starts the node (on the same data as before) and waits until it answers AMQP.
     pub async fn start(&mut self) -> Result<(), BrokerError> {
         if self.is_running() {
-            return Ok(());
+            // Started already, perhaps by a start that gave up while the VM still booted: it
+            // is up once it answers (a frozen VM never does, and is left as it is).
+            if self.frozen {
+                return Ok(());
+            }
+            return self.wait_answering(self.options.start_timeout).await;
         }
         let began = Instant::now();
         // A stale pid file would let `rabbitmqctl wait` watch the dead VM of the last run.
@@ -313,10 +318,19 @@ impl PrivateBroker {
         self.pid = read_pid(&self.pid_file());
         self.frozen = false;
         booted?;
-        let port = self.amqp_port;
         let remaining = self.options.start_timeout.saturating_sub(began.elapsed());
-        let answered = crate::wait::wait_for(
-            remaining.max(Duration::from_secs(5)),
+        self.wait_answering(remaining.max(Duration::from_secs(5)))
+            .await?;
+        self.last_start = began.elapsed();
+        tracing::info!(node = %self.node, port = self.amqp_port, took = ?self.last_start, "private broker started");
+        Ok(())
+    }
+
+    /// Waits up to `within` for the node to answer AMQP on its port.
+    async fn wait_answering(&self, within: Duration) -> Result<(), BrokerError> {
+        let port = self.amqp_port;
+        crate::wait::wait_for(
+            within,
             Duration::from_millis(100),
             "the broker answers AMQP",
             || async move {
@@ -325,17 +339,12 @@ impl PrivateBroker {
                     .map_err(|e| e.to_string())?
             },
         )
-        .await;
-        if answered.is_err() {
-            return Err(BrokerError::NotAnswering {
-                port,
-                after: self.options.start_timeout,
-                log_tail: self.log_tail(),
-            });
-        }
-        self.last_start = began.elapsed();
-        tracing::info!(node = %self.node, port, took = ?self.last_start, "private broker started");
-        Ok(())
+        .await
+        .map_err(|_| BrokerError::NotAnswering {
+            port,
+            after: within,
+            log_tail: self.log_tail(),
+        })
     }
 
     /// `rabbitmqctl stop`: a clean shutdown that returns once the VM is gone. Persistent

@@ -18,6 +18,7 @@ use crate::helpers::{
     assert_log_matches_answers, assert_well_formed, post, random_writes, wait_until, write_all,
     write_with_id, DEADLINE,
 };
+use futures_util::StreamExt;
 use replog_testkit::broker::requeue_repeatedly;
 use replog_testkit::{
     BrokerCluster, BrokerOptions, NodeClient, TestCluster, WriteAck, WriteOutcome, AUTOHEAL_GRACE,
@@ -112,15 +113,26 @@ fn urls(cluster: &BrokerCluster) -> String {
 /// spell on a frozen broker node (at least two AMQP heartbeats), so that it turns read-only.
 const FREEZE_UNHEALTHY_AFTER_MS: u64 = 2000;
 
-/// A replog cluster (master, s1, s2) on the broker cluster, with quorum queues; `master_args`
-/// go to the master.
-async fn replog_on(cluster: &BrokerCluster, master_args: &[&str]) -> TestCluster {
-    TestCluster::builder()
+/// A replog cluster (master, s1, s2) on the broker cluster, with quorum queues; for the freeze
+/// test, a failure detector short enough that the master's blind spell makes it read-only
+/// (secondaries report every 250 ms, suspected after 1 s of silence, unhealthy after 2 s).
+async fn replog_on(cluster: &BrokerCluster, fault: Fault) -> TestCluster {
+    let builder = TestCluster::builder()
         .amqp_url(&urls(cluster))
-        .queue_type("quorum")
-        .master_args(master_args)
-        .start()
-        .await
+        .queue_type("quorum");
+    let unhealthy_after = FREEZE_UNHEALTHY_AFTER_MS.to_string();
+    let builder = match fault {
+        Fault::Freeze => builder
+            .master_args(&[
+                "--suspect-after-ms",
+                "1000",
+                "--unhealthy-after-ms",
+                &unhealthy_after,
+            ])
+            .every_secondary_args(&["--heartbeat-ms", "250"]),
+        Fault::Kill | Fault::Stop => builder,
+    };
+    builder.start().await
 }
 
 /// Which broker node (index) the connection called `name` is on.
@@ -166,6 +178,23 @@ async fn post_until_taken(
             other => panic!("the w=3 write {content:?}: {other:?}"),
         }
     }
+}
+
+/// `n` `w=3` writes of contents starting with `prefix`, four at a time, each taken with `201`
+/// within `within` (retried while the master is read-only).
+async fn take_all(master: &NodeClient, prefix: &str, n: usize, within: Duration) -> Vec<WriteAck> {
+    let deadline = Instant::now() + within;
+    futures_util::stream::iter(0..n)
+        .map(|i| {
+            let master = master.clone();
+            let content = format!("{prefix}-{i}");
+            async move {
+                post_until_taken(&master, &content, deadline, &mut Refusals::default()).await
+            }
+        })
+        .buffered(4)
+        .collect()
+        .await
 }
 
 /// A stream of `w=3` writes from two clients, each write taken with `201` within
@@ -230,19 +259,9 @@ enum Fault {
 
 async fn survives(fault: Fault) {
     let mut cluster = broker_cluster().await;
-    let unhealthy_after = FREEZE_UNHEALTHY_AFTER_MS.to_string();
-    let master_args: &[&str] = match fault {
-        Fault::Freeze => &[
-            "--suspect-after-ms",
-            "1000",
-            "--unhealthy-after-ms",
-            &unhealthy_after,
-        ],
-        Fault::Kill | Fault::Stop => &[],
-    };
-    let replog = replog_on(&cluster, master_args).await;
+    let replog = replog_on(&cluster, fault).await;
     let master = replog.master();
-    let mut answers = write_all(&master, &random_writes("before", 10, 3..=3), 4, DEADLINE).await;
+    let mut answers = take_all(&master, "before", 10, DEADLINE).await;
     replog.wait_for_convergence(answers.len()).await;
 
     // Three replicas of every queue: one per broker node.
@@ -341,7 +360,10 @@ async fn survives(fault: Fault) {
             "Freeze: the write sent while read-only was refused {} times, then taken",
             refusals.0
         );
-        assert!(refusals.0 >= 1, "{ack:?}");
+        assert!(
+            refusals.0 >= 1,
+            "the write sent while /health said read-only was taken at once: {ack:?}"
+        );
         answers.push(ack);
     }
     if let Fault::Freeze = fault {
@@ -388,15 +410,7 @@ async fn survives(fault: Fault) {
         refusals.0
     );
     answers.extend(streamed);
-    answers.extend(
-        write_all(
-            &master,
-            &random_writes("after", 10, 3..=3),
-            4,
-            WRITES_RESUME_WITHIN,
-        )
-        .await,
-    );
+    answers.extend(take_all(&master, "after", 10, WRITES_RESUME_WITHIN).await);
     let log = replog.wait_for_convergence(answers.len()).await;
     assert_well_formed(&log);
     assert_log_matches_answers(&log, &answers);
