@@ -111,7 +111,7 @@ fn urls(cluster: &BrokerCluster) -> String {
 
 /// The master's `--unhealthy-after-ms` in the freeze test: shorter than the master's blind
 /// spell on a frozen broker node (at least two AMQP heartbeats), so that it turns read-only.
-const FREEZE_UNHEALTHY_AFTER_MS: u64 = 2000;
+const FREEZE_UNHEALTHY_AFTER_MS: &str = "2000";
 
 /// A replog cluster (master, s1, s2) on the broker cluster, with quorum queues; for the freeze
 /// test, a failure detector short enough that the master's blind spell makes it read-only
@@ -120,14 +120,13 @@ async fn replog_on(cluster: &BrokerCluster, fault: Fault) -> TestCluster {
     let builder = TestCluster::builder()
         .amqp_url(&urls(cluster))
         .queue_type("quorum");
-    let unhealthy_after = FREEZE_UNHEALTHY_AFTER_MS.to_string();
     let builder = match fault {
         Fault::Freeze => builder
             .master_args(&[
                 "--suspect-after-ms",
                 "1000",
                 "--unhealthy-after-ms",
-                &unhealthy_after,
+                FREEZE_UNHEALTHY_AFTER_MS,
             ])
             .every_secondary_args(&["--heartbeat-ms", "250"]),
         Fault::Kill | Fault::Stop => builder,
@@ -148,31 +147,26 @@ async fn broker_node_of(cluster: &BrokerCluster, name: &str) -> usize {
         .unwrap_or_else(|| panic!("port {port} is no broker node's"))
 }
 
-/// How often a write was refused because the master was read-only (no quorum) before it was
-/// taken.
-#[derive(Debug, Default, Clone, Copy)]
-struct Refusals(usize);
-
 /// Sends a `w=3` write of `content` under a `message_id` of its own the way a client that follows
 /// the API does: a read-only master's `503` (no quorum: cut off from the secondaries' reports
 /// longer than `--unhealthy-after-ms` while a broker node is frozen) appends nothing and asks
 /// for a retry after `Retry-After`, so the same write is sent again, until `deadline`. The
 /// write must end `201 Created`, not `200` for a duplicate: a refused attempt appended nothing.
-/// Any other answer fails the test.
+/// Any other answer fails the test. Returns the answer and how often the write was refused.
 async fn post_until_taken(
     master: &NodeClient,
     content: &str,
     deadline: Instant,
-    refusals: &mut Refusals,
-) -> WriteAck {
+) -> (WriteAck, usize) {
     let message_id = format!("id-{content}");
+    let mut refusals = 0;
     loop {
         match post(master, &write_with_id(content, &message_id, 3)).await {
-            WriteOutcome::Created(ack) => return ack,
+            WriteOutcome::Created(ack) => return (ack, refusals),
             WriteOutcome::Unavailable { order: None, error }
                 if error.starts_with("read-only: no quorum") && Instant::now() < deadline =>
             {
-                refusals.0 += 1;
+                refusals += 1;
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             other => panic!("the w=3 write {content:?}: {other:?}"),
@@ -188,9 +182,7 @@ async fn take_all(master: &NodeClient, prefix: &str, n: usize, within: Duration)
         .map(|i| {
             let master = master.clone();
             let content = format!("{prefix}-{i}");
-            async move {
-                post_until_taken(&master, &content, deadline, &mut Refusals::default()).await
-            }
+            async move { post_until_taken(&master, &content, deadline).await.0 }
         })
         .buffered(4)
         .collect()
@@ -203,7 +195,7 @@ struct WriteStream {
     /// Set to end the stream.
     stop: Arc<AtomicBool>,
     /// The writers, each returning its answers and how often it was refused.
-    writers: Vec<tokio::task::JoinHandle<(Vec<WriteAck>, Refusals)>>,
+    writers: Vec<tokio::task::JoinHandle<(Vec<WriteAck>, usize)>>,
 }
 
 impl WriteStream {
@@ -216,15 +208,15 @@ impl WriteStream {
                 let prefix = format!("{prefix}-{writer}");
                 tokio::spawn(async move {
                     let mut answers = Vec::new();
-                    let mut refusals = Refusals::default();
+                    let mut refusals = 0;
                     let mut n = 0;
                     while !stop.load(Ordering::SeqCst) {
                         let content = format!("{prefix}-{n}");
                         n += 1;
                         let deadline = Instant::now() + WRITES_RESUME_WITHIN;
-                        answers.push(
-                            post_until_taken(&master, &content, deadline, &mut refusals).await,
-                        );
+                        let (ack, refused) = post_until_taken(&master, &content, deadline).await;
+                        answers.push(ack);
+                        refusals += refused;
                     }
                     (answers, refusals)
                 })
@@ -233,17 +225,17 @@ impl WriteStream {
         WriteStream { stop, writers }
     }
 
-    async fn finish(self) -> (Vec<WriteAck>, Refusals) {
+    async fn finish(self) -> (Vec<WriteAck>, usize) {
         self.stop.store(true, Ordering::SeqCst);
         let mut answers = Vec::new();
-        let mut refusals = Refusals::default();
+        let mut refusals = 0;
         for writer in self.writers {
             let joined = tokio::time::timeout(WRITES_RESUME_WITHIN + DEADLINE, writer)
                 .await
                 .expect("the write stream ends");
             let (acks, refused) = joined.expect("a stream writer panicked");
             answers.extend(acks);
-            refusals.0 += refused.0;
+            refusals += refused;
         }
         (answers, refusals)
     }
@@ -323,22 +315,14 @@ async fn survives(fault: Fault) {
                 || async { !crate::helpers::master_health(&master).await.writable },
             )
             .await;
-            let mut refusals = Refusals::default();
             let deadline = Instant::now() + WRITES_RESUME_WITHIN;
-            let ack = post_until_taken(&master, "while read-only", deadline, &mut refusals).await;
-            (ack, refusals)
+            post_until_taken(&master, "while read-only", deadline).await
         })
     });
     // A write sent now is taken once the master and both secondaries are on other nodes.
-    let mut probe_refusals = Refusals::default();
-    let probe = tokio::time::timeout(
+    let (probe, probe_refusals) = tokio::time::timeout(
         WRITES_RESUME_WITHIN,
-        post_until_taken(
-            &master,
-            "after the fault",
-            hit + WRITES_RESUME_WITHIN,
-            &mut probe_refusals,
-        ),
+        post_until_taken(&master, "after the fault", hit + WRITES_RESUME_WITHIN),
     )
     .await
     .unwrap_or_else(|_| {
@@ -349,7 +333,7 @@ async fn survives(fault: Fault) {
     eprintln!(
         "{fault:?}: w=3 writes resumed {resumed:?} after the fault (refused {} times as \
          read-only first)",
-        probe_refusals.0
+        probe_refusals
     );
 
     if let Some(during_read_only) = during_read_only {
@@ -357,11 +341,10 @@ async fn survives(fault: Fault) {
             .await
             .expect("the write sent while read-only");
         eprintln!(
-            "Freeze: the write sent while read-only was refused {} times, then taken",
-            refusals.0
+            "Freeze: the write sent while read-only was refused {refusals} times, then taken"
         );
         assert!(
-            refusals.0 >= 1,
+            refusals >= 1,
             "the write sent while /health said read-only was taken at once: {ack:?}"
         );
         answers.push(ack);
@@ -407,7 +390,7 @@ async fn survives(fault: Fault) {
     eprintln!(
         "{fault:?}: {} writes streamed, {} refusals as read-only retried",
         streamed.len(),
-        refusals.0
+        refusals
     );
     answers.extend(streamed);
     answers.extend(take_all(&master, "after", 10, WRITES_RESUME_WITHIN).await);
